@@ -1,0 +1,94 @@
+"""Describe 64x64 patches: input validation, batching, device handling."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from .model import PATCH_SIZE, DeepDescNet
+
+__all__ = ["describe", "as_patch_tensor"]
+
+DEFAULT_BATCH_SIZE = 512
+_EXPECTED = "patches of shape (N, 64, 64) or (N, 1, 64, 64) with intensities in 0..255"
+
+
+def as_patch_tensor(patches: Any) -> torch.Tensor:
+    """Validate ``patches`` and return them as a float32 (N, 1, 64, 64) tensor on their device.
+
+    Accepts numpy arrays or torch tensors of any real dtype. Raises ``ValueError`` for a wrong
+    shape, dtype, NaN/inf, or values far outside 0..255; warns when floats look scaled to 0..1.
+    """
+    if isinstance(patches, np.ndarray):
+        if patches.dtype.kind not in "uif":
+            raise ValueError(f"expected {_EXPECTED}; got a numpy array of dtype {patches.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
+        is_float = patches.dtype.kind == "f"
+    elif isinstance(patches, torch.Tensor):
+        if patches.is_complex() or patches.dtype == torch.bool:
+            raise ValueError(f"expected {_EXPECTED}; got a tensor of dtype {patches.dtype}")
+        is_float = patches.is_floating_point()
+        x = patches.detach().float()
+    else:
+        raise TypeError(f"expected {_EXPECTED} as a numpy array or torch tensor; got {type(patches).__name__}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, PATCH_SIZE, PATCH_SIZE):
+        raise ValueError(f"expected {_EXPECTED}; got shape {tuple(patches.shape)}")
+    if x.shape[0] == 0:
+        return x
+    if not torch.isfinite(x).all():
+        raise ValueError("patches contain NaN or inf values; expected finite intensities in 0..255")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.0 or hi > 256.0:
+        raise ValueError(f"patch values span [{lo:g}, {hi:g}]; expected intensities in 0..255 (e.g. uint8 pixels)")
+    if is_float and hi <= 1.0 and hi > 0.0:
+        warnings.warn(
+            f"patch values lie in [{lo:g}, {hi:g}]: they look scaled to 0..1, but deepdesc expects 0..255 "
+            "intensities; multiply by 255",
+            UserWarning,
+            stacklevel=3,
+        )
+    return x
+
+
+def describe(
+    patches: Any,
+    model: DeepDescNet | str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+) -> Any:
+    """Describe patches with a DeepDesc model. (N, 64, 64) or (N, 1, 64, 64) -> (N, 128) float32.
+
+    ``patches``: numpy array or torch tensor, uint8 or float, intensities 0..255.
+    ``model``: a loaded :class:`DeepDescNet`, a registry name or a model path; ``None`` is ``default``.
+    ``device``: ``auto``, ``cpu`` or ``cuda``; ``None`` runs where the model is.
+    Returns the same kind as the input: a numpy array, or a tensor on the input's device.
+    Patches are processed ``batch_size`` at a time so memory stays bounded for any N.
+    """
+    from .registry import load_model
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    x = as_patch_tensor(patches)
+    if not isinstance(model, DeepDescNet):
+        model = load_model("default" if model is None else model, device=device or "auto")
+    elif device is not None:
+        model = load_model(model, device=device)
+    run_on = model.device
+    out = torch.empty(x.shape[0], model.descriptor_size, dtype=torch.float32, device=run_on)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], batch_size):
+                batch = x[start : start + batch_size].to(run_on, non_blocking=True)
+                out[start : start + batch_size] = model(batch)
+    finally:
+        model.train(was_training)
+    if isinstance(patches, np.ndarray):
+        return out.cpu().numpy()
+    return out.to(patches.device)
