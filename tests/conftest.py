@@ -1,0 +1,46 @@
+"""Shared fixtures. Data in ../shared is read in place through DEEPDESC_SHARED."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from deepdesc.utils import shared_dir
+
+ORIGINAL_MODELS = {
+    "split1": "CNN3_p8_n8_split1_072000.t7",
+    "split2": "CNN3_p8_n8_split2_104000.t7",
+    "split3": "CNN3_p8_n8_split3_067000.t7",
+    "split4": "CNN3_p8_n8_split4_073000.t7",
+}
+
+
+def require_shared(*parts: str) -> Path:
+    """Path under the shared folder; fails under CI=true when missing, skips otherwise."""
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        message = f"shared data missing: {path} (set DEEPDESC_SHARED)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return require_shared()
+
+
+@pytest.fixture(scope="session")
+def t7_paths() -> dict[str, Path]:
+    folder = require_shared("models", "deepdesc-release")
+    return {name: folder / filename for name, filename in ORIGINAL_MODELS.items()}
+
+
+@pytest.fixture(scope="session")
+def split4_model(t7_paths):
+    from deepdesc.weights import load_t7
+
+    return load_t7(t7_paths["split4"])
