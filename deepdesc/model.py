@@ -170,4 +170,3 @@ class DeepDescNet(nn.Module):
             total += 2 * out * out * cout * cin * k * k
             size, cin = out // p, cout
         return total
-

@@ -50,9 +50,24 @@ def _original(split: int, iteration: str, sha256: str, trained_on: str, note: st
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
-        _original(1, "072000", "e2e7d1b9b274510e4cd86ab0ce70228703c002f2142b26939c7d6335a2876267", "PhotoTour Liberty + Yosemite"),
-        _original(2, "104000", "bdf83f8d6bc05455eceb0d64036da8e9727826deb3fd2e444513e7d9e9f84017", "PhotoTour Liberty + Notre Dame"),
-        _original(3, "067000", "e34f186da5bb29563b11372b4eccf48d0d25595b45641a5e7a5fc9f39a245fd3", "PhotoTour Yosemite + Notre Dame"),
+        _original(
+            1,
+            "072000",
+            "e2e7d1b9b274510e4cd86ab0ce70228703c002f2142b26939c7d6335a2876267",
+            "PhotoTour Liberty + Yosemite",
+        ),
+        _original(
+            2,
+            "104000",
+            "bdf83f8d6bc05455eceb0d64036da8e9727826deb3fd2e444513e7d9e9f84017",
+            "PhotoTour Liberty + Notre Dame",
+        ),
+        _original(
+            3,
+            "067000",
+            "e34f186da5bb29563b11372b4eccf48d0d25595b45641a5e7a5fc9f39a245fd3",
+            "PhotoTour Yosemite + Notre Dame",
+        ),
         _original(
             4,
             "073000",
@@ -180,4 +195,3 @@ def copy_into_cache(path: str | os.PathLike, name: str) -> Path:
     """Install a local copy of registry model ``name`` into the cache, verifying its digest."""
     info = MODELS[name]
     return download(Path(path).resolve().as_uri(), cache_dir() / info.filename, info.sha256, progress=False)
-

@@ -38,14 +38,14 @@ _STORAGE_DTYPES = {
     "torch.CharStorage": np.dtype("i1"),
     "torch.ByteStorage": np.dtype("u1"),
 }
-_TENSOR_TO_STORAGE = {
-    name.replace("Storage", "Tensor"): name for name in _STORAGE_DTYPES
-}
+_TENSOR_TO_STORAGE = {name.replace("Storage", "Tensor"): name for name in _STORAGE_DTYPES}
 
 MAX_DEPTH = 64
 MAX_OBJECTS = 1_000_000
 MAX_DIMS = 16
 MAX_FILE_BYTES = 2**31
+# A tensor may view its storage with zero strides (expand); cap what such a view may materialise.
+MAX_VIEW_ELEMENTS = 1 << 24
 
 
 class T7FormatError(ValueError):
@@ -186,10 +186,12 @@ class _Reader:
         if storage.dtype != dtype:
             raise self.fail(f"{class_name} backed by a {storage.dtype} storage")
         last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
+        elements = int(np.prod(sizes, dtype=np.float64))
+        if elements > max(storage.size, MAX_VIEW_ELEMENTS):
+            raise self.fail(f"{class_name} of size {tuple(sizes)} is larger than its storage of {storage.size}")
         if last >= storage.size:
             raise self.fail(
-                f"{class_name} of size {tuple(sizes)} reaches element {last} "
-                f"of a storage of {storage.size}"
+                f"{class_name} of size {tuple(sizes)} reaches element {last} of a storage of {storage.size}"
             )
         view = np.lib.stride_tricks.as_strided(
             storage[offset:],

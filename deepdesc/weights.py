@@ -79,9 +79,10 @@ def _load_conv(module: Any, conv: torch.nn.Conv2d) -> None:
 def _load_lppool(module: Any, pool: Any) -> None:
     m = _expect(module, "nn.SpatialLPPooling")
     k = pool.kernel_size
-    square, avg, mul, sqrt = (_seq(m) + [None] * 4)[:4]
-    if len(_seq(m)) != 4:
-        raise KeyError(f"SpatialLPPooling with {len(_seq(m))} modules, expected 4")
+    parts = _seq(m)
+    if len(parts) != 4:
+        raise KeyError(f"SpatialLPPooling with {len(parts)} modules, expected 4")
+    square, avg, mul, sqrt = parts
     _expect(square, "nn.Square")
     _expect(avg, "nn.SpatialAveragePooling")
     geometry = tuple(_num(avg, key) for key in ("kW", "kH", "dW", "dH"))
@@ -100,7 +101,10 @@ def _load_subnorm(module: Any, norm: Any) -> None:
     channels = norm.weight.shape[1]
     if _num(m, "nInputPlane") != channels:
         raise KeyError(f"SpatialSubtractiveNormalization over {_num(m, 'nInputPlane')} planes, expected {channels}")
-    pad, conv, replicate = _seq(_expect(m.get("meanestimator"), "nn.Sequential"))
+    parts = _seq(_expect(m.get("meanestimator"), "nn.Sequential"))
+    if len(parts) != 3:
+        raise KeyError(f"mean estimator with {len(parts)} modules, expected 3")
+    pad, conv, replicate = parts
     _expect(pad, "nn.SpatialZeroPadding")
     _expect(replicate, "nn.Replicate")
     kh, kw = norm.weight.shape[2:]
@@ -159,8 +163,9 @@ def load_t7(path: str | os.PathLike) -> DeepDescNet:
                 raise KeyError("'mean'/'std' maps hold NaN/inf or a non-positive std")
             model.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
             model.std.copy_(torch.from_numpy(std.astype(np.float32)))
-    except KeyError as exc:
-        raise ModelFormatError(f"{path}: unexpected model structure: {exc.args[0]}") from None
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        problem = exc.args[0] if exc.args else type(exc).__name__
+        raise ModelFormatError(f"{path}: unexpected model structure: {problem}") from None
     model.info = {"source": path.name, "normalisation": "pixel mean/std maps (original)"}
     return model.eval()
 
@@ -216,7 +221,9 @@ def load_safetensors(path: str | os.PathLike) -> DeepDescNet:
         )
     for key, value in tensors.items():
         if value.shape != expected[key].shape:
-            raise ModelFormatError(f"{path}: '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+            raise ModelFormatError(
+                f"{path}: '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+            )
         if not torch.isfinite(value).all():
             raise ModelFormatError(f"{path}: '{key}' holds NaN or inf")
     model.load_state_dict(tensors)
