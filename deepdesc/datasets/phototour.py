@@ -1,0 +1,541 @@
+"""Brown/UBC "Multi-view Stereo Correspondence" (PhotoTour) patches in their original layout.
+
+A set (``liberty``, ``notredame``, ``yosemite``) is a folder with:
+
+* ``patchesNNNN.bmp``: 1024x1024 8-bit grayscale sheets, each 16x16 patches of 64x64 stored
+  row-major (left to right, then top to bottom); patch ``i`` is sheet ``i // 256``, row
+  ``(i % 256) // 16``, column ``i % 16``. The last sheet is padded with black patches.
+* ``info.txt``: one line per patch, ``3D-point-id image-id``.
+* ``interest.txt``: one line per patch, ``image-id x y orientation scale`` (floats).
+* ``m50_NNNNNN_NNNNNN_0.txt``: match files, one pair a line: ``patchID1 pointID1 unused
+  patchID2 pointID2 unused unused``; a pair is positive when the two 3D point ids agree.
+
+:class:`PhotoTour` decodes the sheets once into a uint8 ``.npy`` cache (N, 64, 64), written
+atomically, and memory-maps it afterwards. The cache name carries a fingerprint of the sheets'
+names, sizes and modification times, so editing or replacing a sheet rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from ..utils import atomic_path
+
+__all__ = [
+    "DatasetFormatError",
+    "PhotoTour",
+    "decode_sheet",
+    "download_phototour",
+    "evaluate_phototour",
+    "extract_archive",
+    "list_sheets",
+]
+
+PATCH_SIZE = 64
+SHEET_SIZE = 1024
+PATCHES_PER_ROW = SHEET_SIZE // PATCH_SIZE  # 16
+PATCHES_PER_SHEET = PATCHES_PER_ROW * PATCHES_PER_ROW  # 256
+DEFAULT_PAIRS = "m50_100000_100000_0"
+SETS = ("liberty", "notredame", "yosemite")
+_SHEET_RE = re.compile(r"^patches(\d+)\.bmp$", re.IGNORECASE)
+_ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
+_DEAD_URLS_NOTE = (
+    "the historic PhotoTour download links (UBC / Brown, 2007-2011) no longer serve the data; "
+    "pass url= pointing to a mirror you trust (http(s):// or file://), or give PhotoTour a local "
+    "folder or archive"
+)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file does not have the expected layout; the message names the file (and line)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------------
+
+
+def list_sheets(folder: str | os.PathLike) -> list[Path]:
+    """The ``patchesNNNN.bmp`` sheets of ``folder`` in numeric order; they must be numbered 0..S-1."""
+    folder = Path(folder)
+    numbered = []
+    for entry in folder.iterdir():
+        m = _SHEET_RE.match(entry.name)
+        if m and entry.is_file():
+            numbered.append((int(m.group(1)), entry))
+    if not numbered:
+        raise DatasetFormatError(f"{folder}: no patchesNNNN.bmp sheets found (expected PhotoTour layout)")
+    numbered.sort()
+    for expected, (number, path) in enumerate(numbered):
+        if number != expected:
+            raise DatasetFormatError(
+                f"{folder}: sheet number {expected} is missing (found {path.name} after "
+                f"{numbered[expected - 1][1].name if expected else 'nothing'}); sheets must be numbered 0..S-1"
+            )
+    return [path for _, path in numbered]
+
+
+def decode_sheet(path: str | os.PathLike) -> np.ndarray:
+    """Decode one sheet into its 256 patches, row-major. Returns (256, 64, 64) uint8.
+
+    Raises :class:`DatasetFormatError` naming the file when it is truncated, not an image or not
+    1024x1024.
+    """
+    import cv2
+
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == b"BM" and len(data) >= 6:
+        declared = int.from_bytes(data[2:6], "little")
+        if declared > len(data):
+            raise DatasetFormatError(f"{path}: truncated BMP ({len(data)} bytes, header declares {declared})")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+    if img is None:
+        raise DatasetFormatError(f"{path}: cannot decode the image (truncated or not a BMP)")
+    if img.shape != (SHEET_SIZE, SHEET_SIZE):
+        raise DatasetFormatError(
+            f"{path}: sheet is {img.shape[1]}x{img.shape[0]} px, expected {SHEET_SIZE}x{SHEET_SIZE} "
+            f"({PATCHES_PER_ROW}x{PATCHES_PER_ROW} patches of {PATCH_SIZE}x{PATCH_SIZE})"
+        )
+    grid = img.reshape(PATCHES_PER_ROW, PATCH_SIZE, PATCHES_PER_ROW, PATCH_SIZE)
+    return np.ascontiguousarray(grid.transpose(0, 2, 1, 3).reshape(PATCHES_PER_SHEET, PATCH_SIZE, PATCH_SIZE))
+
+
+def _read_table(path: Path, ncols: int | None, dtype: type, min_cols: int = 1) -> np.ndarray:
+    """Whitespace-separated numeric table. (rows, cols). Errors name the file and the 1-based line."""
+    text = path.read_text(encoding="ascii", errors="replace")
+    lines = text.rstrip().splitlines() if text.strip() else []
+    cols = ncols
+    if cols is None:
+        cols = len(lines[0].split()) if lines else min_cols
+        if cols < min_cols:
+            raise DatasetFormatError(f"{path}, line 1: expected at least {min_cols} columns, got {cols}")
+    if not lines:
+        return np.zeros((0, cols), dtype=dtype)
+    try:
+        table = np.loadtxt(io.StringIO(text), dtype=dtype, comments=None, ndmin=2)
+        if table.shape == (len(lines), cols):
+            return table
+    except ValueError:
+        pass
+    convert = int if dtype is np.int64 else float
+    kind = "an integer" if dtype is np.int64 else "a number"
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if len(fields) != cols:
+            raise DatasetFormatError(f"{path}, line {number}: expected {cols} columns, got {len(fields)}: {line!r}")
+        for field in fields:
+            try:
+                convert(field)
+            except ValueError:
+                raise DatasetFormatError(f"{path}, line {number}: {field!r} is not {kind}: {line!r}") from None
+    raise DatasetFormatError(f"{path}: cannot parse as a numeric table")  # pragma: no cover
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        digest.update(f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_sha256(path: Path, sha256: str | None) -> None:
+    if sha256 is None:
+        return
+    got = _sha256_file(path)
+    if got.lower() != sha256.lower():
+        raise ValueError(f"{path}: SHA-256 mismatch, expected {sha256.lower()}, got {got}")
+
+
+def default_cache_dir() -> Path:
+    """``$DEEPDESC_CACHE/phototour`` (default ``~/.cache/deepdesc/phototour``)."""
+    return Path(os.environ.get("DEEPDESC_CACHE") or Path.home() / ".cache" / "deepdesc") / "phototour"
+
+
+# --------------------------------------------------------------------------------------------------
+# archives
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
+def _safe_member_path(root: Path, name: str, archive: Path) -> Path:
+    """Where archive member ``name`` goes under ``root``; rejects absolute paths and ``..``."""
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", name):
+        raise DatasetFormatError(f"{archive}: unsafe member path {name!r} (absolute or outside the archive)")
+    target = (root / Path(*[p for p in pure.parts if p not in ("", ".")])).resolve()
+    if target != root.resolve() and root.resolve() not in target.parents:
+        raise DatasetFormatError(f"{archive}: unsafe member path {name!r} (escapes the extraction folder)")
+    return target
+
+
+def _extract_into(archive: Path, dest: Path) -> None:
+    name = archive.name.lower()
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                target = _safe_member_path(dest, info.filename, archive)
+                mode = info.external_attr >> 16
+                if mode and (mode & 0o170000) == 0o120000:
+                    raise DatasetFormatError(f"{archive}: member {info.filename!r} is a symbolic link; refusing")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        return
+    with tarfile.open(archive, "r:*") as tf:
+        for member in tf:
+            target = _safe_member_path(dest, member.name, archive)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                raise DatasetFormatError(f"{archive}: member {member.name!r} is a link or special file; refusing")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(member)
+            assert src is not None
+            with src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, sha256: str | None = None) -> Path:
+    """Safely extract a .zip/.tar(.gz/.bz2/.xz) into ``dest`` (created atomically; reused when present).
+
+    Members with absolute paths, ``..`` components, links or device files are rejected with
+    :class:`DatasetFormatError`. ``sha256`` (hex) is checked before extracting. An existing
+    ``dest`` not made by this function (no ``.extracted`` marker) is never overwritten: a non-empty
+    one raises ``FileExistsError``. Returns ``dest``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive not found: {archive}")
+    _verify_sha256(archive, sha256)
+    if (dest / ".extracted").exists():
+        return dest
+    if dest.exists():
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        else:
+            raise FileExistsError(
+                f"{dest} exists and was not made by extract_archive; remove it or pick another folder"
+            )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        _extract_into(archive, tmp)
+        (tmp / ".extracted").write_text(archive.name + "\n")
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / ".extracted").exists():  # not a concurrent extraction that won the race
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _find_set_folder(root: Path, max_depth: int = 3) -> Path:
+    """The folder under ``root`` (itself or below) holding ``patches0000.bmp``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        if depth >= max_depth:
+            dirnames[:] = []
+        if any(_SHEET_RE.match(f) and int(_SHEET_RE.match(f).group(1)) == 0 for f in filenames):
+            found.append(Path(dirpath))
+    if not found:
+        raise DatasetFormatError(f"{root}: no folder with patches0000.bmp found")
+    if len(found) > 1:
+        names = ", ".join(str(f.relative_to(root)) for f in sorted(found))
+        raise DatasetFormatError(f"{root}: several PhotoTour sets found ({names}); pass one folder")
+    return found[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# dataset
+# --------------------------------------------------------------------------------------------------
+
+
+class PhotoTour:
+    """One PhotoTour set. ``patches`` (N, 64, 64) uint8 memmap; ``dataset[i]`` is patch ``i``.
+
+    ``root``: the set's folder, or a .zip/.tar.gz archive of it (extracted safely into the cache;
+    ``sha256`` is then checked first). ``cache_dir``: where the decoded ``.npy`` (and extracted
+    archives) live; default :func:`default_cache_dir`. N is the number of lines of ``info.txt``
+    when present, else 256 x sheets minus the black padding patches that end the last sheet.
+    ``point_ids`` / ``image_ids`` (N,) int64 come from ``info.txt`` (``None`` without it).
+    """
+
+    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None, sha256: str | None = None):
+        root = Path(root)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.archive: Path | None = None
+        if _is_archive(root):
+            self.archive = root
+            stem = re.sub(r"(\.tar)?\.[^.]+$", "", root.name)
+            st = root.stat()
+            key = hashlib.sha256(f"{root.resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode()).hexdigest()[:12]
+            extracted = extract_archive(root, self.cache_dir / "extracted" / f"{stem}-{key}", sha256=sha256)
+            root = _find_set_folder(extracted)
+        elif sha256 is not None:
+            raise ValueError("sha256 checks an archive; root is a folder (pass the archive, or no digest)")
+        if not root.is_dir():
+            raise FileNotFoundError(f"PhotoTour folder not found: {root}")
+        self.root = root
+        self.name = root.name
+        self.sheets = list_sheets(root)
+        self.point_ids: np.ndarray | None = None
+        self.image_ids: np.ndarray | None = None
+        info = root / "info.txt"
+        capacity = len(self.sheets) * PATCHES_PER_SHEET
+        if info.exists():
+            table = _read_table(info, 2, np.int64)
+            if not (capacity - PATCHES_PER_SHEET < len(table) <= capacity):
+                raise DatasetFormatError(
+                    f"{info}: lists {len(table)} patches but the {len(self.sheets)} sheets in {root} hold "
+                    f"{capacity - PATCHES_PER_SHEET + 1}..{capacity}"
+                )
+            self.point_ids = table[:, 0].copy()
+            self.image_ids = table[:, 1].copy()
+        self.cache_path = self._cache_file()
+        self._patches: np.ndarray | None = None
+        all_patches = self._open_cache()
+        if self.point_ids is not None:
+            self._length = len(self.point_ids)
+        else:
+            last = np.asarray(all_patches[capacity - PATCHES_PER_SHEET :]).reshape(PATCHES_PER_SHEET, -1)
+            nonblank = np.flatnonzero(last.any(axis=1))
+            self._length = capacity - PATCHES_PER_SHEET + (int(nonblank[-1]) + 1 if nonblank.size else 0)
+        self._interest: np.ndarray | None = None
+
+    # -- cache -------------------------------------------------------------------------------------
+
+    def _cache_file(self) -> Path:
+        where = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+        return self.cache_dir / f"{self.name}-{where}-{_fingerprint(self.sheets)[:16]}.npy"
+
+    def _open_cache(self) -> np.ndarray:
+        shape = (len(self.sheets) * PATCHES_PER_SHEET, PATCH_SIZE, PATCH_SIZE)
+        if self.cache_path.exists():
+            try:
+                arr = np.load(self.cache_path, mmap_mode="r")
+                if arr.shape == shape and arr.dtype == np.uint8:
+                    self._patches = arr
+                    return arr
+            except (ValueError, OSError):
+                pass
+            warnings.warn(f"rebuilding the unreadable PhotoTour cache {self.cache_path}", stacklevel=3)
+        self._build_cache(shape)
+        self._patches = np.load(self.cache_path, mmap_mode="r")
+        return self._patches
+
+    def _build_cache(self, shape: tuple[int, int, int]) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.cache_path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            for k, sheet in enumerate(self.sheets):
+                out[k * PATCHES_PER_SHEET : (k + 1) * PATCHES_PER_SHEET] = decode_sheet(sheet)
+            out.flush()
+            del out
+        prefix = self.cache_path.name.rsplit("-", 1)[0] + "-"
+        for stale in self.cache_path.parent.glob(f"{prefix}*.npy"):
+            if stale != self.cache_path:
+                stale.unlink(missing_ok=True)
+
+    # -- access ------------------------------------------------------------------------------------
+
+    @property
+    def patches(self) -> np.ndarray:
+        """(N, 64, 64) uint8, memory-mapped from the cache."""
+        if self._patches is None:  # after unpickling
+            self._patches = np.load(self.cache_path, mmap_mode="r")
+        return self._patches[: self._length]
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        """Patch ``index`` (64, 64) uint8, or (K, 64, 64) for slices and index arrays."""
+        if isinstance(index, (int, np.integer)):
+            if not -self._length <= int(index) < self._length:
+                raise IndexError(f"patch index {index} out of range for {self._length} patches")
+        return np.asarray(self.patches[index])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # keep pickles (e.g. DataLoader workers) small: reopen the memmap lazily
+        state = self.__dict__.copy()
+        state["_patches"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"PhotoTour({str(self.root)!r}, {self._length} patches)"
+
+    @property
+    def interest(self) -> np.ndarray | None:
+        """``interest.txt`` as (N, C) float64 (image id, x, y, orientation, scale), or ``None``."""
+        path = self.root / "interest.txt"
+        if self._interest is None and path.exists():
+            table = _read_table(path, None, np.float64, min_cols=3)
+            if len(table) != self._length:
+                raise DatasetFormatError(f"{path}: has {len(table)} lines for {self._length} patches")
+            self._interest = table
+        return self._interest
+
+    def match_files(self) -> list[str]:
+        """Names (without .txt) of the ``m50_*.txt`` match files of the set."""
+        return sorted(p.stem for p in self.root.glob("m50_*.txt"))
+
+    def pairs(self, name_or_path: str | os.PathLike = DEFAULT_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs of a match file. Returns (ids1 (M,) int64, ids2 (M,) int64, labels (M,) bool).
+
+        ``name_or_path``: a file path, or a name in the set folder with or without ``.txt``
+        (e.g. ``m50_100000_100000_0``). ``labels`` is True when the two 3D point ids agree.
+        """
+        path = Path(name_or_path)
+        if not path.is_file():
+            name = str(name_or_path)
+            path = self.root / (name if name.endswith(".txt") else name + ".txt")
+        if not path.is_file():
+            available = ", ".join(self.match_files()) or "none"
+            raise FileNotFoundError(f"match file {name_or_path!r} not found in {self.root} (available: {available})")
+        table = _read_table(path, 7, np.int64)
+        ids1, pt1, ids2, pt2 = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
+        bad = np.flatnonzero((ids1 < 0) | (ids1 >= self._length) | (ids2 < 0) | (ids2 >= self._length))
+        if bad.size:
+            row = table[bad[0]]
+            raise DatasetFormatError(
+                f"{path}, line {bad[0] + 1}: patch id {row[0] if not 0 <= row[0] < self._length else row[3]} "
+                f"is outside the {self._length} patches of {self.root}"
+            )
+        if self.point_ids is not None:
+            off = np.flatnonzero((self.point_ids[ids1] != pt1) | (self.point_ids[ids2] != pt2))
+            if off.size:
+                warnings.warn(
+                    f"{path}, line {off[0] + 1}: 3D point ids disagree with info.txt of {self.root} "
+                    f"({off.size} pairs); is this match file from another set?",
+                    stacklevel=2,
+                )
+        return ids1.copy(), ids2.copy(), pt1 == pt2
+
+
+# --------------------------------------------------------------------------------------------------
+# download and evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def download_phototour(
+    name: str,
+    dest: str | os.PathLike,
+    url: str | None = None,
+    sha256: str | None = None,
+    extract: bool = True,
+) -> Path:
+    """Download a PhotoTour archive (``url`` may be ``file://``) into ``dest``; return its folder.
+
+    The historic links are dead, so ``url`` is required. The archive is written atomically and
+    checked against ``sha256`` when given; an archive already in ``dest`` (matching ``sha256``
+    when given) is reused without downloading. With ``extract`` (default) it is safely extracted into
+    ``dest/name`` and the folder holding the sheets is returned (pass it to :class:`PhotoTour`);
+    otherwise the archive path is returned.
+    """
+    if url is None:
+        raise ValueError(f"download_phototour({name!r}): no url given: {_DEAD_URLS_NOTE}")
+    dest = Path(dest)
+    filename = Path(urllib.parse.urlparse(url).path).name
+    if not filename.lower().endswith(_ARCHIVE_SUFFIXES):
+        filename = f"{name}.zip"
+    archive = dest / filename
+    if not (archive.exists() and (sha256 is None or _sha256_file(archive) == sha256.lower())):
+        digest = hashlib.sha256()
+        with atomic_path(archive) as tmp, urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+            if sha256 is not None and digest.hexdigest() != sha256.lower():
+                raise ValueError(f"{url}: SHA-256 mismatch, expected {sha256.lower()}, got {digest.hexdigest()}")
+    if not extract:
+        return archive
+    return _find_set_folder(extract_archive(archive, dest / name))
+
+
+def _describe_fn(model: Any, device: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    from ..model import DeepDescNet
+
+    if isinstance(model, (str, os.PathLike, DeepDescNet)) or model is None:
+        from ..describe import describe
+
+        return lambda patches: describe(patches, model=model, batch_size=batch_size, device=device)
+    if not callable(model):
+        raise TypeError(f"expected a DeepDescNet, a model name/path or a describe function; got {type(model)}")
+    return model
+
+
+def evaluate_phototour(
+    model_or_describe_fn: Any,
+    root: str | os.PathLike | PhotoTour,
+    pairs_file: str | os.PathLike = DEFAULT_PAIRS,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 1024,
+    device: Any = None,
+) -> dict[str, Any]:
+    """Brown protocol (FPR95, FDR95, PR AUC) of a descriptor on the pairs of ``pairs_file``.
+
+    ``model_or_describe_fn``: a :class:`~deepdesc.model.DeepDescNet`, a model name/path, or a
+    function mapping uint8 patches (B, 64, 64) to descriptors (B, D); distances are L2. Each
+    distinct patch is described once, ``batch_size`` at a time. Returns
+    :func:`deepdesc.metrics.brown_protocol`'s dict plus ``dataset`` and ``pairs_file``.
+    """
+    from ..metrics import brown_protocol
+
+    ds = root if isinstance(root, PhotoTour) else PhotoTour(root, cache_dir=cache_dir)
+    ids1, ids2, labels = ds.pairs(pairs_file)
+    unique, inverse = np.unique(np.r_[ids1, ids2], return_inverse=True)
+    fn = _describe_fn(model_or_describe_fn, device, batch_size)
+    descs: np.ndarray | None = None
+    for start in range(0, len(unique), batch_size):
+        chunk = np.asarray(ds.patches[unique[start : start + batch_size]])
+        out = fn(chunk)
+        out = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
+        if out.ndim != 2 or len(out) != len(chunk):
+            raise ValueError(f"describe function returned shape {out.shape} for {len(chunk)} patches")
+        if descs is None:
+            descs = np.empty((len(unique), out.shape[1]), dtype=np.float32)
+        descs[start : start + len(chunk)] = out
+    if descs is None:
+        raise DatasetFormatError(f"match file {pairs_file!r} of {ds.root} has no pairs")
+    n = len(ids1)
+    distances = np.linalg.norm(descs[inverse[:n]] - descs[inverse[n:]], axis=1)
+    result: dict[str, Any] = brown_protocol(distances, labels)
+    result["dataset"] = ds.name
+    result["pairs_file"] = str(pairs_file)
+    return result
