@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +50,14 @@ def _cmd_describe_mat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    summary = train(args.config, resume=args.resume)
+    print(json.dumps(summary))
+    return 130 if summary["interrupted"] else 0
+
+
 def _add_model_arg(parser: argparse.ArgumentParser, default: str = "default") -> None:
     parser.add_argument("--model", default=default, help="registry name (deepdesc models) or .t7/.safetensors path")
 
@@ -76,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="original: as desc.lua/mattorch (each patch transposed); image: patches as MATLAB displays them",
     )
     p.set_defaults(func=_cmd_describe_mat)
+
+    p = sub.add_parser("train", help="train a descriptor (see deepdesc/train.py and configs/)")
+    p.add_argument("--config", help="TOML config: preset = 'paper'|'hardnet' plus overriding tables")
+    p.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from last.pt")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 
@@ -88,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as exc:
+    except (ValueError, KeyError, RuntimeError, OSError, ArithmeticError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"deepdesc {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -1,0 +1,307 @@
+"""Training: losses and mining on hand-made cases, a short run, exact resume, DDP, failures."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepdesc.losses import hardest_in_batch_triplet_loss, hinge_embedding_loss, mined_hinge_loss, top_fraction
+from deepdesc.train import CheckpointError, Trainer, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_hinge_embedding_loss_hand_computed():
+    d = torch.tensor([0.5, 3.0, 1.0, 5.0])
+    labels = torch.tensor([1, 1, 0, 0])
+    assert hinge_embedding_loss(d, labels, margin=4.0).tolist() == [0.5, 3.0, 3.0, 0.0]
+
+
+def test_top_fraction_is_exactly_the_hardest():
+    losses = torch.tensor([0.1, 0.9, 0.3, 0.7, 0.5, 0.2, 0.8, 0.0])
+    assert sorted(top_fraction(losses, 3).tolist()) == [1, 3, 6]
+    assert sorted(top_fraction(losses, 20).tolist()) == list(range(8))
+
+
+def test_mined_hinge_keeps_hardest_positives():
+    # 1-D descriptors: anchors far apart (negatives beyond the margin: zero loss), positive i at
+    # distance d_i from its anchor. Mining 4 keeps the 2 largest positive distances of 8.
+    d = torch.tensor([0.1, 0.7, 0.2, 0.9, 0.3, 0.4, 0.5, 0.6])
+    anchors = (torch.arange(8.0) * 10)[:, None]
+    positives = anchors + d[:, None]
+    loss, stats = mined_hinge_loss(anchors, positives, margin=4.0, positive_mining=4, negative_mining=4)
+    # kept: positives 0.9 and 0.7, plus 2 negatives of loss 0
+    assert loss.item() == pytest.approx((0.9 + 0.7) / 4, abs=1e-5)
+    assert stats["pos_dist"] == pytest.approx(d.mean().item(), abs=1e-5)
+
+
+def test_mined_hinge_backpropagates_only_mined_pairs():
+    anchors = (torch.arange(8.0) * 10)[:, None].requires_grad_(True)
+    positives = (anchors.detach() + torch.tensor([0.1, 0.7, 0.2, 0.9, 0.3, 0.4, 0.5, 0.6])[:, None]).requires_grad_()
+    loss, _ = mined_hinge_loss(anchors, positives, positive_mining=4, negative_mining=4)
+    loss.backward()
+    assert sorted(torch.nonzero(positives.grad[:, 0]).flatten().tolist()) == [1, 3]
+
+
+def test_mined_hinge_hardest_negatives():
+    # positives coincide with anchors (zero loss); two anchors close together make the only hard negatives
+    anchors = torch.tensor([[0.0], [1.0], [50.0], [100.0]])
+    loss, _ = mined_hinge_loss(
+        anchors,
+        anchors.clone(),
+        margin=4.0,
+        positive_mining=1,
+        negative_mining=1,
+        num_negatives=400,
+        generator=torch.Generator().manual_seed(0),
+    )
+    # ~1/6 of sampled pairs are (0,1) or (1,0) with loss 3; the rest 0; over 4 positives + 400 negatives
+    assert 0 < loss.item() < 3.0
+    loss_mined, _ = mined_hinge_loss(
+        anchors,
+        anchors.clone(),
+        margin=4.0,
+        positive_mining=4,
+        negative_mining=40,
+        num_negatives=400,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert loss_mined.item() == pytest.approx(
+        3.0 * 10 / 11, abs=1e-4
+    )  # 10 hardest negatives all (0,1)-pairs, 1 positive
+
+
+def test_hardest_in_batch_triplet_hand_computed():
+    a = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    p = torch.tensor([[0.0, 1.0], [3.0, 0.5]])
+    loss, stats = hardest_in_batch_triplet_loss(a, p, margin=1.0)
+    # d(a0,p0)=1, d(a1,p1)=0.5; hardest negatives: row0 min(d(a0,p1)=3.04), col0 min(d(a1,p0)=3.16)
+    d01 = np.hypot(3.0, 0.5)
+    expected = (max(0, 1 + 1 - d01) + max(0, 1 + 0.5 - d01)) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-4)
+    assert stats["pos_dist"] == pytest.approx(0.75, abs=1e-4)
+
+
+def _tiny_conf(tmp_path, **run):
+    return load_config(
+        None,
+        {
+            "preset": "hardnet",
+            "data": {
+                "sources": ["synthetic-noise"],
+                "weights": [1.0],
+                "batch_size": 16,
+                "val_pairs": 64,
+                "num_workers": 0,
+            },
+            "optim": {"lr": 0.05},
+            "run": {
+                "steps": 6,
+                "val_every": 3,
+                "ckpt_every": 3,
+                "out_dir": str(tmp_path / "run"),
+                "device": "cpu",
+                **run,
+            },
+        },
+    )
+
+
+def _losses(out_dir: Path) -> dict[int, float]:
+    with open(out_dir / "log.csv", newline="") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
+
+
+def test_short_run_lowers_validation_fpr95(tmp_path):
+    conf = _tiny_conf(tmp_path, steps=40, val_every=40, ckpt_every=40)
+    conf["data"]["batch_size"] = 32
+    conf["data"]["val_pairs"] = 256
+    trainer = Trainer(conf)
+    from deepdesc.train import validation_fpr95, validation_pairs
+
+    val = validation_pairs(conf)
+    before = validation_fpr95(trainer.model, *val)
+    summary = trainer.run(progress=False)
+    assert summary["step"] == 40
+    assert before > 0.03 and summary["last_fpr95"] < 0.5 * before, (before, summary)
+    assert (tmp_path / "run" / "best.safetensors").exists() and (tmp_path / "run" / "last.pt").exists()
+    from deepdesc import load_model
+
+    assert load_model(tmp_path / "run" / "best.safetensors").conf["input_norm"] == "patch"
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = Trainer(_tiny_conf(tmp_path / "a"))
+    full.run(progress=False)
+    first = Trainer(_tiny_conf(tmp_path / "b"))
+    original = first.loss
+
+    def stop_after_three(a, p, index):
+        first.stop_requested = first.step >= 2
+        return original(a, p, index)
+
+    first.loss = stop_after_three
+    assert first.run(progress=False)["step"] == 3
+    conf = _tiny_conf(tmp_path / "b")
+    resumed = Trainer(conf)
+    resumed.run(resume=True, progress=False)
+    a, b = _losses(tmp_path / "a" / "run"), _losses(tmp_path / "b" / "run")
+    assert list(b) == list(range(1, 7))
+    np.testing.assert_allclose([b[s] for s in range(4, 7)], [a[s] for s in range(4, 7)], rtol=1e-5)
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def _write_config(path: Path, out_dir: Path, steps: int, ckpt_every: int = 1) -> Path:
+    path.write_text(
+        f"""
+preset = "hardnet"
+[data]
+sources = ["synthetic-noise"]
+weights = [1.0]
+batch_size = 16
+val_pairs = 64
+num_workers = 0
+[run]
+steps = {steps}
+val_every = 100
+ckpt_every = {ckpt_every}
+out_dir = "{out_dir}"
+device = "cpu"
+"""
+    )
+    return path
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "deepdesc.cli", *args]
+
+
+def test_resume_after_kill_9_reproduces_losses(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = _write_config(tmp_path / "ref.toml", tmp_path / "ref", steps=8)
+    subprocess.run(_cli("train", "--config", str(ref)), check=True, env=env, capture_output=True, timeout=300)
+    cfg = _write_config(tmp_path / "k.toml", tmp_path / "k", steps=8)
+    proc = subprocess.Popen(_cli("train", "--config", str(cfg)), env=env, stderr=subprocess.DEVNULL)
+    log = tmp_path / "k" / "log.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_losses(tmp_path / "k")) < 8, "the run finished before it could be killed"
+    subprocess.run(
+        _cli("train", "--config", str(cfg), "--resume"), check=True, env=env, capture_output=True, timeout=300
+    )
+    a, b = _losses(tmp_path / "ref"), _losses(tmp_path / "k")
+    assert sorted(b) == list(range(1, 9))
+    np.testing.assert_allclose([b[s] for s in range(1, 9)], [a[s] for s in range(1, 9)], rtol=1e-5)
+
+
+def test_sigint_saves_a_checkpoint(tmp_path):
+    trainer = Trainer(_tiny_conf(tmp_path, steps=50, ckpt_every=1000, val_every=1000))
+    original = trainer.loss
+
+    def interrupting_loss(a, p, index):
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(a, p, index)
+
+    trainer.loss = interrupting_loss
+    summary = trainer.run(progress=False)
+    assert summary["interrupted"] and summary["step"] == 3
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 3
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path):
+    trainer = Trainer(_tiny_conf(tmp_path, steps=6, ckpt_every=2))
+    original = trainer.loss
+
+    def exploding_loss(a, p, index):
+        loss, stats = original(a, p, index)
+        return (loss * float("nan") if trainer.step >= 3 else loss), stats
+
+    trainer.loss = exploding_loss
+    with pytest.raises(FloatingPointError, match="last good checkpoint"):
+        trainer.run(progress=False)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    trainer = Trainer(_tiny_conf(tmp_path, steps=2, ckpt_every=1))
+    trainer.run(progress=False)
+    path = tmp_path / "run" / "last.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Trainer(_tiny_conf(tmp_path, steps=4)).run(resume=True, progress=False)
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="last.pt"):
+        Trainer(_tiny_conf(tmp_path, steps=4)).run(resume=True, progress=False)
+
+
+def test_refuses_to_overwrite_a_run_and_bad_configs(tmp_path):
+    Trainer(_tiny_conf(tmp_path, steps=1)).run(progress=False)
+    with pytest.raises(CheckpointError, match="--resume"):
+        Trainer(_tiny_conf(tmp_path, steps=2)).run(progress=False)
+    with pytest.raises(ValueError, match="unknown config key 'run.stepz'"):
+        load_config(None, {"run": {"stepz": 3}})
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config(None, {"preset": "nope"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("preset = [")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_paper_preset_values():
+    conf = load_config(None)
+    assert conf["loss"] == {
+        "kind": "hinge",
+        "margin": 4.0,
+        "positive_mining": 8,
+        "negative_mining": 8,
+        "negatives_per_pair": 1,
+    }
+    assert conf["optim"]["kind"] == "sgd" and conf["optim"]["lr"] == 0.01 and conf["optim"]["momentum"] == 0.9
+    assert conf["model"]["input_norm"] == "pixel"
+
+
+def test_two_process_ddp_matches_single_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo) == one process accumulating the same 2 micro-batches."""
+    single = _write_config(tmp_path / "s.toml", tmp_path / "s", steps=3, ckpt_every=3)
+    ddp = _write_config(tmp_path / "d.toml", tmp_path / "d", steps=3, ckpt_every=3)
+    for path in (single, ddp):
+        path.write_text(path.read_text().replace("[run]\n", "[run]\nmicro_batches = 2\n"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli("train", "--config", str(single)), check=True, env=env, capture_output=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "deepdesc.cli",
+        "train",
+        "--config",
+        str(ddp),
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, timeout=300, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = torch.load(tmp_path / "s" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "d" / "last.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
