@@ -1,0 +1,175 @@
+"""Images to descriptors: an OpenCV-shaped DeepDesc feature extractor (a drop-in for ``cv2.SIFT``)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import patches as patch_ops
+from .keypoints import detect_keypoints, load_image, to_cv_keypoints, to_keypoint_array
+
+__all__ = ["DeepDesc", "Features", "default_conf"]
+
+default_conf: dict[str, Any] = {
+    "model": "default",  # registry name, .t7/.safetensors path, or a loaded DeepDescNet
+    "max_keypoints": 2000,
+    "upright": False,
+    "region_scale": None,  # patch side / keypoint size; None: deepdesc.patches.DEFAULT_REGION_SCALE
+    "blur_sigma": None,  # extra smoothing of 64x64 patches in px; None: DEFAULT_BLUR_SIGMA
+    "border": "replicate",  # "replicate", "reflect" or "drop" keypoints whose region leaves the image
+    "detector": {"contrast_threshold": 0.04, "edge_threshold": 10.0, "n_octave_layers": 3, "sigma": 1.6},
+    "channel_order": "rgb",  # how 3-channel arrays are read; files are always decoded correctly
+    "device": "auto",
+    "batch_size": 512,
+}
+
+
+@dataclass
+class Features:
+    """Local features of one image (N keypoints).
+
+    ``keypoints`` (N, 2) float32 x, y in pixels (OpenCV: top-left pixel centre at (0, 0));
+    ``scales`` (N,) keypoint size (diameter, px); ``angles`` (N,) degrees (OpenCV convention);
+    ``scores`` (N,) detector response; ``descriptors`` (N, 128) float32; ``image_size`` (width, height).
+    """
+
+    keypoints: np.ndarray
+    scales: np.ndarray
+    angles: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "keypoints": self.keypoints,
+            "scales": self.scales,
+            "angles": self.angles,
+            "scores": self.scores,
+            "descriptors": self.descriptors,
+            "image_size": np.asarray(self.image_size, dtype=np.int64),
+        }
+
+    def keypoint_array(self) -> np.ndarray:
+        """(N, 5) x, y, size, angle, response."""
+        return np.column_stack([self.keypoints, self.scales, self.angles, self.scores]).astype(np.float32)
+
+
+class DeepDesc:
+    """DeepDesc features on images, used like ``cv2.SIFT``.
+
+    >>> dd = DeepDesc(max_keypoints=1000)
+    >>> keypoints, descriptors = dd.detectAndCompute(image)   # list[cv2.KeyPoint], (N, 128) float32
+
+    Images may be file paths or arrays: uint8, uint16 or float (0..255, or 0..1 floats), grayscale,
+    RGB (``channel_order="rgb"``, default) or BGR. Keyword arguments override :data:`default_conf`.
+    """
+
+    def __init__(self, model: Any = None, **conf: Any):
+        self.conf = copy.deepcopy(default_conf)
+        detector = conf.pop("detector", {})
+        unknown = set(conf) - set(default_conf)
+        if unknown:
+            raise TypeError(f"unknown DeepDesc options {sorted(unknown)}; known: {sorted(default_conf)}")
+        self.conf.update(conf)
+        self.conf["detector"].update(detector)
+        if model is not None:
+            self.conf["model"] = model
+        if self.conf["border"] not in ("replicate", "reflect", "drop"):
+            raise ValueError(f"border must be 'replicate', 'reflect' or 'drop', got {self.conf['border']!r}")
+        self._model = None
+
+    @property
+    def model(self):
+        """The descriptor network, loaded on first use."""
+        if self._model is None:
+            from .registry import load_model
+
+            self._model = load_model(self.conf["model"], device=self.conf["device"])
+        return self._model
+
+    # -- the pieces -------------------------------------------------------------------------------
+    def _image(self, image: Any) -> np.ndarray:
+        return load_image(image, channel_order=self.conf["channel_order"])
+
+    def detect_array(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """(H, W) float image -> (N, 5) keypoints (x, y, size, angle, response)."""
+        return detect_keypoints(
+            image,
+            max_keypoints=self.conf["max_keypoints"],
+            upright=self.conf["upright"],
+            mask=mask,
+            **self.conf["detector"],
+        )
+
+    def describe_keypoints(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) image, (N, 5) keypoints -> descriptors (M, 128) float32 and the kept keypoint indices (M,)."""
+        from .describe import describe
+
+        options = {"border": self.conf["border"], "upright": self.conf["upright"]}
+        if self.conf["region_scale"] is not None:
+            options["region_scale"] = self.conf["region_scale"]
+        if self.conf["blur_sigma"] is not None:
+            options["blur_sigma"] = self.conf["blur_sigma"]
+        patches, kept = patch_ops.extract_patches(image, keypoints, **options)
+        if len(patches) == 0:
+            return np.zeros((0, self.model.descriptor_size), np.float32), kept
+        return describe(patches, model=self.model, batch_size=self.conf["batch_size"]), kept
+
+    # -- OpenCV-shaped API ------------------------------------------------------------------------
+    def detect(self, image: Any, mask: np.ndarray | None = None) -> list[cv2.KeyPoint]:
+        return to_cv_keypoints(self.detect_array(self._image(image), mask))
+
+    def compute(self, image: Any, keypoints: Any) -> tuple[list[cv2.KeyPoint], np.ndarray]:
+        """Describe given keypoints (list of cv2.KeyPoint, or (N,2)/(N,4)/(N,5) arrays).
+
+        Like ``cv2.Feature2D.compute``, returns the keypoints actually described (all of them unless
+        ``border="drop"``) and their (N, 128) float32 descriptors.
+        """
+        kpts = to_keypoint_array(keypoints)
+        if self.conf["upright"]:
+            kpts[:, 3] = 0.0
+        desc, kept = self.describe_keypoints(self._image(image), kpts)
+        return to_cv_keypoints(kpts[kept]), desc
+
+    def detectAndCompute(  # noqa: N802 - OpenCV's name
+        self,
+        image: Any,
+        mask: np.ndarray | None = None,
+        useProvidedKeypoints: bool = False,  # noqa: N803
+    ) -> tuple[list[cv2.KeyPoint], np.ndarray]:
+        if useProvidedKeypoints:
+            raise ValueError("useProvidedKeypoints is not supported; call compute(image, keypoints)")
+        features = self.extract(image, mask)
+        return to_cv_keypoints(features.keypoint_array()), features.descriptors
+
+    def extract(self, image: Any, mask: np.ndarray | None = None) -> Features:
+        """Detect and describe: the richer result (positions, scales, angles, scores, descriptors)."""
+        img = self._image(image)
+        kpts = self.detect_array(img, mask)
+        desc, kept = self.describe_keypoints(img, kpts)
+        kpts = kpts[kept]
+        return Features(
+            keypoints=kpts[:, :2].copy(),
+            scales=kpts[:, 2].copy(),
+            angles=kpts[:, 3].copy(),
+            scores=kpts[:, 4].copy(),
+            descriptors=desc,
+            image_size=(img.shape[1], img.shape[0]),
+        )
+
+    def descriptorSize(self) -> int:  # noqa: N802 - OpenCV's name
+        return self.model.descriptor_size
+
+    def descriptorType(self) -> int:  # noqa: N802 - OpenCV's name
+        return cv2.CV_32F
+
+    def defaultNorm(self) -> int:  # noqa: N802 - OpenCV's name
+        return cv2.NORM_L2
