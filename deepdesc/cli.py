@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -58,6 +60,216 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 130 if summary["interrupted"] else 0
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(inputs: Sequence[str]) -> list[tuple[str, Path]]:
+    """(name, path) for image files and the images found recursively in folders; a name is the path
+    relative to the folder it was found in (the file name for a file argument)."""
+    found: list[tuple[str, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found += [(p.relative_to(path).as_posix(), p) for p in files]
+        elif path.is_file():
+            found.append((path.name, path))
+        else:
+            raise FileNotFoundError(f"{path}: no such image or folder")
+    names = [n for n, _ in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs give the image name(s) {duplicates[:5]}; pass their common folder instead")
+    return found
+
+
+def _extractor(args: argparse.Namespace):
+    from .pipeline import DeepDesc
+
+    return DeepDesc(
+        model=args.model,
+        max_keypoints=args.max_keypoints,
+        upright=args.upright,
+        region_scale=args.region_scale,
+        blur_sigma=args.blur_sigma,
+        device=args.device,
+    )
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from .io_h5 import has_image, write_features
+    from .keypoints import load_image
+
+    images = list_images(args.images)
+    todo = [
+        (n, p) for n, p in images if args.overwrite or not Path(args.output).exists() or not has_image(args.output, n)
+    ]
+    print(f"{len(images)} images, {len(images) - len(todo)} already in {args.output}")
+    if not todo:
+        return 0
+    dd = _extractor(args)
+    # decode the next image in a thread while the current one is described
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load_image, todo[0][1])
+        for i, (name, _) in enumerate(tqdm(todo, desc="describe", unit="img")):
+            image = pending.result()
+            if i + 1 < len(todo):
+                pending = pool.submit(load_image, todo[i + 1][1])
+            features = dd.extract(image)
+            write_features(args.output, name, features.as_dict(), overwrite=args.overwrite, as_half=args.half)
+    return 0
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from .keypoints import load_image
+    from .matching import match_descriptors
+    from .verify import estimate_fundamental, estimate_homography
+
+    dd = _extractor(args)
+    images = [load_image(p) for p in (args.image1, args.image2)]
+    f1, f2 = (dd.extract(img) for img in images)
+    matches, distances = match_descriptors(f1.descriptors, f2.descriptors, mutual=True, ratio=args.ratio)
+    p1, p2 = f1.keypoints[matches[:, 0]], f2.keypoints[matches[:, 1]]
+    estimate = estimate_homography if args.geometry == "homography" else estimate_fundamental
+    model, inliers = estimate(p1, p2, threshold_px=args.threshold)
+    print(f"keypoints: {len(f1)} / {len(f2)}")
+    print(
+        f"matches: {len(matches)} (mutual nearest neighbours{'' if args.ratio is None else f', ratio < {args.ratio}'})"
+    )
+    print(f"inliers: {int(inliers.sum())} ({args.geometry}, {args.threshold:g} px)")
+    if model is not None:
+        print(f"{args.geometry}:\n{np.array2string(model, precision=6, suppress_small=True)}")
+    if args.output:
+        import cv2
+
+        from .viz import plot_matches
+
+        color = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in (args.image1, args.image2)]
+        plot_matches(*color, f1.keypoints, f2.keypoints, matches, inliers, path=args.output)
+        print(f"wrote {args.output}")
+    if args.save_matches:
+        from .utils import atomic_path
+
+        with atomic_path(args.save_matches) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                keypoints1=f1.keypoints,
+                keypoints2=f2.keypoints,
+                matches=matches,
+                distances=distances,
+                inliers=inliers,
+                model=model if model is not None else np.full((3, 3), np.nan),
+            )
+        print(f"wrote {args.save_matches}")
+    return 0
+
+
+def _cmd_colmap(args: argparse.Namespace) -> int:
+    from itertools import combinations
+
+    from tqdm.auto import tqdm
+
+    from .colmap import export_to_colmap
+    from .matching import match_descriptors
+    from .verify import estimate_fundamental
+
+    dd = _extractor(args)
+    images = list_images([args.image_dir])
+    features = {}
+    for name, path in tqdm(images, desc="describe", unit="img"):
+        f = dd.extract(path)
+        features[name] = {"keypoints": f.keypoints, "descriptors": f.descriptors, "image_size": f.image_size}
+    matches, masks = {}, {}
+    for a, b in tqdm(list(combinations(features, 2)), desc="match", unit="pair"):
+        m, _ = match_descriptors(features[a]["descriptors"], features[b]["descriptors"], mutual=True, ratio=args.ratio)
+        _, inliers = estimate_fundamental(features[a]["keypoints"][m[:, 0]], features[b]["keypoints"][m[:, 1]])
+        matches[(a, b)], masks[(a, b)] = m, inliers
+    export_to_colmap(
+        args.database, args.image_dir, features, matches, verified=True, inlier_masks=masks, overwrite=args.overwrite
+    )
+    verified = sum(int(v.sum()) for v in masks.values())
+    print(f"wrote {args.database}: {len(features)} images, {len(matches)} pairs, {verified} verified matches")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import Method, evaluate_sequences, format_table, plot_results
+    from .utils import atomic_path
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    options = {"region_scale": args.region_scale, "blur_sigma": args.blur_sigma}
+    methods = [Method.parse(m, **options) for m in args.model]
+    report: dict = {"datasets": args.dataset, "methods": args.model}
+    lines = [f"# deepdesc evaluate\n\ndatasets: {', '.join(args.dataset)}\n"]
+    sequence_dirs: list[Path] = []
+    for spec in args.dataset:
+        kind, _, location = spec.partition(":")
+        root = Path(location)
+        if kind in ("oxford", "hpatches-seq", "sequences"):
+            found = [root] if any(root.glob("H*")) else sorted(p for p in root.iterdir() if p.is_dir())
+            sequence_dirs += found
+        elif kind == "phototour":
+            from .datasets.phototour import evaluate_phototour
+
+            for m in args.model:
+                result = evaluate_phototour(m, root)
+                report.setdefault("phototour", {})[m] = result
+                lines.append(f"phototour {root.name} {m}: FPR95 {result['fpr95']:.4f}, PR AUC {result['pr_auc']:.4f}")
+        elif kind == "hpatches":
+            from .datasets.hpatches import HPatches, matching_task
+
+            data = HPatches(root)
+            for m in args.model:
+                result = matching_task(data.describe(m))
+                report.setdefault("hpatches_matching", {})[m] = result
+                lines.append(f"HPatches matching {m}: {json.dumps(result)[:200]}")
+        else:
+            raise ValueError(f"unknown dataset kind {kind!r}; use oxford:, hpatches-seq:, phototour: or hpatches:")
+    if sequence_dirs:
+        result = evaluate_sequences(
+            sequence_dirs,
+            methods,
+            num_keypoints=args.num_keypoints,
+            protocols=args.protocol.split(","),
+            cache_dir=out / "cache",
+        )
+        report["sequences"] = result
+        for metric in ("precision@1", "h_acc@3", "h_acc@5", "mma@3", "corner_error_median"):
+            if any(metric in v.get("[all]", {}) for v in result["summary"].values()):
+                lines.append(f"\n{format_table(result['summary'], metric)}\n")
+        plot_results(result["summary"], out)
+    table = "\n".join(lines) + "\n"
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(table)
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=float))
+    print(table)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .registry import load_model
+
+    path = export_onnx(load_model(args.model, device="cpu"), args.output, opset=args.opset)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_extractor_args(parser: argparse.ArgumentParser) -> None:
+    _add_model_arg(parser)
+    parser.add_argument("--max-keypoints", type=int, default=2000)
+    parser.add_argument("--upright", action="store_true", help="ignore keypoint orientation")
+    parser.add_argument("--region-scale", type=float, help="patch side / keypoint size (default: library default)")
+    parser.add_argument("--blur-sigma", type=float, help="extra patch smoothing in px (default: library default)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
 def _add_model_arg(parser: argparse.ArgumentParser, default: str = "default") -> None:
     parser.add_argument("--model", default=default, help="registry name (deepdesc models) or .t7/.safetensors path")
 
@@ -85,6 +297,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="original: as desc.lua/mattorch (each patch transposed); image: patches as MATLAB displays them",
     )
     p.set_defaults(func=_cmd_describe_mat)
+
+    p = sub.add_parser("describe", help="detect and describe images into an hloc-style HDF5 file (resumable)")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="features .h5 file; images already in it are skipped")
+    p.add_argument("--half", action="store_true", help="store descriptors as float16")
+    p.add_argument("--overwrite", action="store_true", help="describe images already in the file again")
+    _add_extractor_args(p)
+    p.set_defaults(func=_cmd_describe)
+
+    p = sub.add_parser("match", help="match two images and verify the matches geometrically")
+    p.add_argument("image1")
+    p.add_argument("image2")
+    p.add_argument("-o", "--output", help="PNG picture of the matches (inliers green, outliers red)")
+    p.add_argument("--save-matches", help=".npz file with keypoints, matches, distances and the inlier mask")
+    p.add_argument("--ratio", type=float, help="Lowe's ratio test threshold on top of mutual nearest neighbours")
+    p.add_argument("--geometry", choices=["homography", "fundamental"], default="homography")
+    p.add_argument("--threshold", type=float, default=3.0, help="inlier threshold in px")
+    _add_extractor_args(p)
+    p.set_defaults(func=_cmd_match)
+
+    p = sub.add_parser("colmap", help="write features and verified matches of a folder into a COLMAP database")
+    p.add_argument("image_dir")
+    p.add_argument("--database", required=True, help="COLMAP database file to create")
+    p.add_argument("--ratio", type=float, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    _add_extractor_args(p)
+    p.set_defaults(func=_cmd_colmap)
+
+    p = sub.add_parser("evaluate", help="benchmark models and SIFT/RootSIFT; writes results.md/json and plots")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        help="KIND:PATH with KIND oxford, hpatches-seq (a sequence folder or a folder of them), "
+        "phototour (Brown layout) or hpatches (patch release)",
+    )
+    p.add_argument("--model", action="append", required=True, help="model name/path, sift or rootsift (repeat)")
+    p.add_argument("-o", "--output", default="eval", help="output folder")
+    p.add_argument("--protocol", default="patch,homography", help="patch, homography or both (comma separated)")
+    p.add_argument("--num-keypoints", type=int, default=1000)
+    p.add_argument("--region-scale", type=float)
+    p.add_argument("--blur-sigma", type=float)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a model for use without Python")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    _add_model_arg(p)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="train a descriptor (see deepdesc/train.py and configs/)")
     p.add_argument("--config", help="TOML config: preset = 'paper'|'hardnet' plus overriding tables")
