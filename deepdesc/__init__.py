@@ -27,6 +27,15 @@ _EXPORTS = {
     "save_safetensors": "deepdesc.weights",
     "T7FormatError": "deepdesc.t7",
     "read_t7": "deepdesc.t7",
+    "DeepDesc": "deepdesc.pipeline",
+    "Features": "deepdesc.pipeline",
+    "detect_keypoints": "deepdesc.keypoints",
+    "load_image": "deepdesc.keypoints",
+    "extract_patches": "deepdesc.patches",
+    "match_descriptors": "deepdesc.matching",
+    "estimate_homography": "deepdesc.verify",
+    "estimate_fundamental": "deepdesc.verify",
+    "export_onnx": "deepdesc.export",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

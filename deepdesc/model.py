@@ -36,6 +36,10 @@ default_conf: dict[str, Any] = {
     "input_norm": "pixel",
     # L2-normalise the output descriptor (the original models do not).
     "l2_normalize": False,
+    # Patch extraction the weights were trained for (deepdesc.patches.extract_patches arguments);
+    # None: the library defaults, chosen for the original models.
+    "region_scale": None,
+    "blur_sigma": None,
 }
 
 

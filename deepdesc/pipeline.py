@@ -18,8 +18,10 @@ default_conf: dict[str, Any] = {
     "model": "default",  # registry name, .t7/.safetensors path, or a loaded DeepDescNet
     "max_keypoints": 2000,
     "upright": False,
-    "region_scale": None,  # patch side / keypoint size; None: deepdesc.patches.DEFAULT_REGION_SCALE
-    "blur_sigma": None,  # extra smoothing of 64x64 patches in px; None: DEFAULT_BLUR_SIGMA
+    # patch side / keypoint size, and extra smoothing of the 64x64 patches in px; None: the model's own
+    # (model.conf), else deepdesc.patches.DEFAULT_REGION_SCALE / DEFAULT_BLUR_SIGMA
+    "region_scale": None,
+    "blur_sigma": None,
     "border": "replicate",  # "replicate", "reflect" or "drop" keypoints whose region leaves the image
     "detector": {"contrast_threshold": 0.04, "edge_threshold": 10.0, "n_octave_layers": 3, "sigma": 1.6},
     "channel_order": "rgb",  # how 3-channel arrays are read; files are always decoded correctly
@@ -114,10 +116,10 @@ class DeepDesc:
         from .describe import describe
 
         options = {"border": self.conf["border"], "upright": self.conf["upright"]}
-        if self.conf["region_scale"] is not None:
-            options["region_scale"] = self.conf["region_scale"]
-        if self.conf["blur_sigma"] is not None:
-            options["blur_sigma"] = self.conf["blur_sigma"]
+        for key in ("region_scale", "blur_sigma"):  # explicit option, else what the model was trained for
+            value = self.conf[key] if self.conf[key] is not None else self.model.conf.get(key)
+            if value is not None:
+                options[key] = value
         patches, kept = patch_ops.extract_patches(image, keypoints, **options)
         if len(patches) == 0:
             return np.zeros((0, self.model.descriptor_size), np.float32), kept

@@ -128,3 +128,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "bad.t7"), str(tmp_path / "o.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "bad.t7" in err and "Traceback" not in err
+
+
+def test_public_api_is_lazy_and_complete():
+    import subprocess
+    import sys
+
+    code = "import sys, deepdesc; assert 'torch' not in sys.modules; print(len(deepdesc.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 10
+    for name in deepdesc.__all__:
+        assert getattr(deepdesc, name) is not None
