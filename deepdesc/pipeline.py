@@ -27,6 +27,7 @@ default_conf: dict[str, Any] = {
     "channel_order": "rgb",  # how 3-channel arrays are read; files are always decoded correctly
     "device": "auto",
     "batch_size": 512,
+    "precision": "fp32",  # or "bf16" (CPU) / "fp16" (CUDA): faster, see deepdesc.fast
 }
 
 
@@ -123,7 +124,8 @@ class DeepDesc:
         patches, kept = patch_ops.extract_patches(image, keypoints, **options)
         if len(patches) == 0:
             return np.zeros((0, self.model.descriptor_size), np.float32), kept
-        return describe(patches, model=self.model, batch_size=self.conf["batch_size"]), kept
+        desc = describe(patches, model=self.model, batch_size=self.conf["batch_size"], precision=self.conf["precision"])
+        return desc, kept
 
     # -- OpenCV-shaped API ------------------------------------------------------------------------
     def detect(self, image: Any, mask: np.ndarray | None = None) -> list[cv2.KeyPoint]:

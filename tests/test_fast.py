@@ -1,0 +1,197 @@
+"""FastDescriber: the same descriptors as DeepDescNet.forward, on random and real patches."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from deepdesc.fast import FastDescriber, default_batch_size
+from deepdesc.model import DeepDescNet
+
+from .conftest import require_shared
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _bf16_ok() -> bool:
+    try:
+        FastDescriber(DeepDescNet(), "bf16")
+    except ValueError:
+        return False
+    return True
+
+
+def oxford_pairs(sequence: str = "bikes", n: int = 150) -> tuple[torch.Tensor, torch.Tensor]:
+    """64x64 crops around SIFT keypoints of img1 and their ground-truth projections in img2."""
+    folder = require_shared("data", "eval", "oxford", sequence)
+    ext = ".pgm" if sequence == "boat" else ".ppm"
+    im1 = cv2.imread(str(folder / f"img1{ext}"), cv2.IMREAD_GRAYSCALE)
+    im2 = cv2.imread(str(folder / f"img2{ext}"), cv2.IMREAD_GRAYSCALE)
+    H = np.loadtxt(folder / "H1to2p")
+    pts = np.array([k.pt for k in cv2.SIFT_create(nfeatures=2000).detect(im1)], np.float64)
+    proj = cv2.perspectiveTransform(pts[None], H)[0]
+    inside = np.all((pts > 40) & (pts < np.array(im1.shape[::-1]) - 40), axis=1)
+    inside &= np.all((proj > 40) & (proj < np.array(im2.shape[::-1]) - 40), axis=1)
+    idx = np.random.default_rng(0).permutation(np.flatnonzero(inside))[:n]
+
+    def crops(im, points):
+        patches = np.stack([cv2.getRectSubPix(im, (64, 64), (float(x), float(y))) for x, y in points])
+        return torch.from_numpy(patches[:, None].astype(np.float32))
+
+    return crops(im1, pts[idx]), crops(im2, proj[idx])
+
+
+def precision_at_1(d1: torch.Tensor, d2: torch.Tensor) -> float:
+    return float((torch.cdist(d1.double(), d2.double()).argmin(1) == torch.arange(len(d1))).double().mean())
+
+
+@pytest.fixture(scope="module")
+def real_pairs():
+    return oxford_pairs("bikes")
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    torch.manual_seed(0)
+    return DeepDescNet().eval()
+
+
+def _reference(model: DeepDescNet, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(x)
+
+
+def test_fp32_matches_model_on_real_patches(split4_model, real_pairs):
+    fast = FastDescriber(split4_model)
+    for x in real_pairs:
+        out = fast(x)
+        assert out.shape == (len(x), 128) and out.dtype == torch.float32
+        assert (out - _reference(split4_model, x)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 32])
+def test_fp32_matches_model_on_random_patches_any_chunking(random_model, batch_size):
+    x = torch.rand(45, 1, 64, 64, generator=torch.Generator().manual_seed(1)) * 255
+    out = FastDescriber(random_model, batch_size=batch_size)(x)
+    assert (out - _reference(random_model, x)).abs().max() <= 1e-4
+
+
+def test_extreme_inputs_and_empty_batch(split4_model):
+    fast = FastDescriber(split4_model)
+    x = torch.stack([torch.zeros(1, 64, 64), torch.full((1, 64, 64), 255.0), torch.rand(1, 64, 64) * 255])
+    x[2, 0, ::2] = 0  # high contrast stripes
+    out = fast(x)
+    assert torch.isfinite(out).all()
+    assert (out - _reference(split4_model, x)).abs().max() <= 1e-4
+    assert fast(torch.empty(0, 1, 64, 64)).shape == (0, 128)
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"input_norm": "patch", "l2_normalize": True},
+        {"channels": [8, 16, 24]},
+    ],
+)
+def test_other_configurations(conf):
+    torch.manual_seed(2)
+    model = DeepDescNet(conf).eval()
+    with torch.no_grad():  # per-plane subtractive-norm kernels: the general (unshared) path
+        model.norm1.weight.mul_(torch.linspace(0.5, 1.5, model.norm1.weight.shape[1]).view(1, -1, 1, 1))
+    model.pool2.scale = 5.0  # an old-style stored LP scale that is not k*k
+    x = torch.rand(9, 1, 64, 64) * 255
+    out = FastDescriber(model, batch_size=4)(x)
+    assert out.shape == (9, model.descriptor_size)
+    assert (out - _reference(model, x)).abs().max() <= 1e-4
+
+
+def test_weights_are_copied_and_model_untouched(random_model):
+    before = {k: v.clone() for k, v in random_model.state_dict().items()}
+    fast = FastDescriber(random_model)
+    x = torch.rand(3, 1, 64, 64) * 255
+    fast(x)
+    after = random_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_arguments(random_model):
+    with pytest.raises(ValueError, match="precision"):
+        FastDescriber(random_model, precision="int4")
+    with pytest.raises(ValueError, match="CUDA"):
+        FastDescriber(random_model, precision="fp16", device="cpu")
+    with pytest.raises(ValueError, match="batch_size"):
+        FastDescriber(random_model, batch_size=-1)
+    with pytest.raises(ValueError, match="64, 64"):
+        FastDescriber(random_model)(torch.zeros(2, 64, 64))
+    assert default_batch_size("cpu") < default_batch_size("cuda")
+
+
+@pytest.mark.skipif(not _bf16_ok(), reason="CPU without native bfloat16")
+def test_bf16_close_and_keeps_matching_precision(split4_model, real_pairs):
+    """bf16 (CPU) convolutions: small descriptor error, nearest-neighbour matching unchanged."""
+    fast = FastDescriber(split4_model, "bf16")
+    p1, p2 = real_pairs
+    ref1, ref2 = _reference(split4_model, p1), _reference(split4_model, p2)
+    d1, d2 = fast(p1), fast(p2)
+    assert d1.dtype == torch.float32
+    scale = ref1.abs().max()
+    assert (d1 - ref1).abs().max() <= 0.02 * scale  # measured ~0.012 of 3.8
+    assert abs(precision_at_1(d1, d2) - precision_at_1(ref1, ref2)) <= 0.02
+
+
+@cuda
+def test_cuda_fp32_and_fp16(split4_model, real_pairs):
+    model = split4_model
+    p1, p2 = real_pairs
+    ref1, ref2 = _reference(model, p1), _reference(model, p2)
+    gpu = torch.device("cuda")
+    fast32 = FastDescriber(model, "fp32", device=gpu)
+    out = fast32(p1.to(gpu))
+    assert out.device.type == "cuda"
+    assert (out.cpu() - ref1).abs().max() <= 1e-3  # TF32 may be enabled by the user
+    fast16 = FastDescriber(model, "fp16", device=gpu)
+    d1, d2 = fast16(p1), fast16(p2)  # CPU input is moved
+    assert (d1.cpu() - ref1).abs().max() <= 0.05 * ref1.abs().max()
+    assert abs(precision_at_1(d1.cpu(), d2.cpu()) - precision_at_1(ref1, ref2)) <= 0.02
+
+
+def test_fast_describer_cache_follows_weight_changes():
+    from deepdesc.fast import fast_describer
+
+    torch.manual_seed(3)
+    model = DeepDescNet().eval()
+    x = torch.rand(4, 1, 64, 64) * 255
+    first = fast_describer(model)
+    assert fast_describer(model) is first
+    assert fast_describer(model, batch_size=8) is not first
+    with torch.no_grad():
+        model.conv2.weight.mul_(0.5)  # in place, as an optimizer step
+    second = fast_describer(model)
+    assert second is not first
+    assert (second(x) - _reference(model, x)).abs().max() <= 1e-4
+    model.load_state_dict(DeepDescNet().state_dict())
+    assert fast_describer(model) is not second
+
+
+def test_fast_describer_respects_an_overridden_forward():
+    from deepdesc.fast import fast_describer
+
+    class Doubled(DeepDescNet):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = Doubled().eval()
+    assert fast_describer(model) is model
+    with pytest.raises(ValueError, match="overrides"):
+        fast_describer(model, "bf16")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_worker_threads_give_the_same_descriptors(random_model, workers):
+    threads = torch.get_num_threads()
+    x = torch.rand(70, 1, 64, 64, generator=torch.Generator().manual_seed(4)) * 255
+    out = FastDescriber(random_model, batch_size=16, workers=workers)(x)
+    assert (out - _reference(random_model, x)).abs().max() <= 1e-4
+    assert torch.get_num_threads() == threads  # workers set their own thread count only
