@@ -239,7 +239,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             cache_dir=out / "cache",
         )
         report["sequences"] = result
-        for metric in ("precision@1", "h_acc@3", "h_acc@5", "mma@3", "corner_error_median"):
+        for metric in (
+            "precision@1",
+            "h_acc@1",
+            "h_acc@3",
+            "h_acc@5",
+            "mma@3",
+            "matching_score",
+            "corner_error_median",
+        ):
             if any(metric in v.get("[all]", {}) for v in result["summary"].values()):
                 lines.append(f"\n{format_table(result['summary'], metric)}\n")
         plot_results(result["summary"], out)

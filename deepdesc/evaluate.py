@@ -9,7 +9,8 @@ For every pair 1 -> k of a sequence and every method (a DeepDesc model, ``sift``
   share of image-1 keypoints whose nearest descriptor in image k is their own projection.
 * **Homography estimation**: keypoints detected independently in both images (DoG, 2000), mutual
   nearest-neighbour matches, MAGSAC homography (3 px); the mean corner error against the ground
-  truth, success within 3 and 5 px, and the matches' mean matching accuracy at 3 px.
+  truth, success within 1, 3 and 5 px, the matches' mean matching accuracy at 1..10 px, and the
+  matching score (correct matches at 3 px over the keypoints in the shared view).
 
 Descriptors are cached on disk (keyed by method, patch options, image and keypoints) so re-runs are fast.
 """
@@ -154,7 +155,7 @@ def evaluate_sequences(
 
     from .datasets.hpatches import load_hpatches_sequence
     from .matching import match_descriptors
-    from .metrics import homography_corner_error, mean_matching_accuracy
+    from .metrics import homography_corner_error, matching_score, mean_matching_accuracy
     from .verify import estimate_homography
 
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -194,6 +195,9 @@ def evaluate_sequences(
                     mma = mean_matching_accuracy(detected[0], detected[k], matches, H, MMA_THRESHOLDS)
                     row["mma"] = [float(v) for v in mma]
                     row["mma@3"] = row["mma"][2]
+                    row["matching_score"] = float(
+                        matching_score(detected[0], detected[k], matches, H, 3.0, (images[0].shape, images[k].shape))
+                    )
                     row["num_matches"] = int(len(matches))
                     row["num_inliers"] = int(inliers.sum())
                 rows.append(row)
@@ -227,12 +231,14 @@ def _aggregate(rows: list[dict]) -> dict:
         agg["precision@1"] = float(np.mean(p1))
     errors = np.array([r["corner_error"] for r in rows if "corner_error" in r])
     if len(errors):
+        agg["h_acc@1"] = float(np.mean(errors <= 1))
         agg["h_acc@3"] = float(np.mean(errors <= 3))
         agg["h_acc@5"] = float(np.mean(errors <= 5))
         finite = errors[np.isfinite(errors)]
         agg["corner_error_median"] = float(np.median(errors)) if len(errors) else float("nan")
         agg["failures"] = int(len(errors) - len(finite))
         agg["mma@3"] = float(np.mean([r["mma@3"] for r in rows if "mma@3" in r]))
+        agg["matching_score"] = float(np.mean([r["matching_score"] for r in rows if "matching_score" in r]))
         agg["mma"] = np.mean([r["mma"] for r in rows if "mma" in r], axis=0).tolist()
     agg["pairs"] = len(rows)
     return agg

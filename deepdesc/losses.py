@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["hinge_embedding_loss", "mined_hinge_loss", "hardest_in_batch_triplet_loss", "pairwise_l2", "top_fraction"]
+__all__ = [
+    "hardest_in_batch_triplet_loss",
+    "hinge_embedding_loss",
+    "hinge_loss_on",
+    "mined_hinge_loss",
+    "pairwise_l2",
+    "select_hardest_pairs",
+    "top_fraction",
+]
 
 _EPS = 1e-8
 
@@ -31,6 +39,53 @@ def top_fraction(losses: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.topk(losses.detach(), keep, sorted=False).indices
 
 
+@torch.no_grad()
+def select_hardest_pairs(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    margin: float = 4.0,
+    positive_mining: int = 8,
+    negative_mining: int = 8,
+    num_negatives: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Stochastic sampling + aggressive mining (Simo-Serra et al. 2015), without gradients.
+
+    The B corresponding pairs are the forwarded positives; ``num_negatives`` (default B) random
+    non-corresponding pairs ``(anchors[i], positives[j]), i != j`` are the forwarded negatives. Returns the
+    indices of the hardest ``B // positive_mining`` positives (P,), the hardest
+    ``num_negatives // negative_mining`` negative pairs (Q, 2) (largest hinge loss), and statistics.
+    """
+    b = anchors.shape[0]
+    if b < 2:
+        raise ValueError("mined hinge loss needs at least 2 pairs per batch")
+    num_negatives = b if num_negatives is None else num_negatives
+    pos_d = (anchors - positives).pow(2).sum(1).add(_EPS).sqrt()
+    i = torch.randint(0, b, (num_negatives,), generator=generator, device="cpu").to(anchors.device)
+    shift = torch.randint(1, b, (num_negatives,), generator=generator, device="cpu").to(anchors.device)
+    j = (i + shift) % b  # never equal to i
+    neg_d = (anchors[i] - positives[j]).pow(2).sum(1).add(_EPS).sqrt()
+    neg_loss = torch.relu(margin - neg_d)
+    keep_p = top_fraction(pos_d, max(1, b // positive_mining))
+    keep_n = top_fraction(neg_loss, max(1, num_negatives // negative_mining))
+    stats = {
+        "pos_dist": float(pos_d.mean()),
+        "neg_dist": float(neg_d.mean()),
+        "loss_all": float(torch.cat([pos_d, neg_loss]).mean()),
+    }
+    return keep_p, torch.stack([i[keep_n], j[keep_n]], dim=1), stats
+
+
+def hinge_loss_on(
+    anchors: torch.Tensor, positives: torch.Tensor, pos_pairs: torch.Tensor, neg_pairs: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Mean hinge embedding loss over corresponding ``pos_pairs`` (P, 2) and non-corresponding
+    ``neg_pairs`` (Q, 2), each row an (anchor index, positive index)."""
+    pos_d = (anchors[pos_pairs[:, 0]] - positives[pos_pairs[:, 1]]).pow(2).sum(1).add(_EPS).sqrt()
+    neg_d = (anchors[neg_pairs[:, 0]] - positives[neg_pairs[:, 1]]).pow(2).sum(1).add(_EPS).sqrt()
+    return torch.cat([pos_d, torch.relu(margin - neg_d)]).mean()
+
+
 def mined_hinge_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
@@ -40,34 +95,12 @@ def mined_hinge_loss(
     num_negatives: int | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Hinge embedding loss with stochastic sampling and aggressive mining (Simo-Serra et al. 2015).
-
-    The B corresponding pairs are the forwarded positives; ``num_negatives`` (default B) random
-    non-corresponding pairs ``(anchors[i], positives[j]), i != j`` are the forwarded negatives. Only the
-    hardest ``B // positive_mining`` positives and ``num_negatives // negative_mining`` negatives
-    (largest loss) are back-propagated; mining factors of 1 disable mining. Returns the mean loss over
-    the kept pairs and statistics (mean positive / negative distance, loss before mining).
-    """
-    b = anchors.shape[0]
-    if b < 2:
-        raise ValueError("mined_hinge_loss needs at least 2 pairs per batch")
-    num_negatives = b if num_negatives is None else num_negatives
-    pos_d = (anchors - positives).pow(2).sum(1).add(_EPS).sqrt()
-    i = torch.randint(0, b, (num_negatives,), generator=generator, device="cpu").to(anchors.device)
-    shift = torch.randint(1, b, (num_negatives,), generator=generator, device="cpu").to(anchors.device)
-    j = (i + shift) % b  # never equal to i
-    neg_d = (anchors[i] - positives[j]).pow(2).sum(1).add(_EPS).sqrt()
-    pos_loss = pos_d
-    neg_loss = torch.relu(margin - neg_d)
-    keep_p = top_fraction(pos_loss, max(1, b // positive_mining))
-    keep_n = top_fraction(neg_loss, max(1, num_negatives // negative_mining))
-    kept = torch.cat([pos_loss[keep_p], neg_loss[keep_n]])
-    stats = {
-        "pos_dist": float(pos_d.detach().mean()),
-        "neg_dist": float(neg_d.detach().mean()),
-        "loss_all": float(torch.cat([pos_loss, neg_loss]).detach().mean()),
-    }
-    return kept.mean(), stats
+    """Hinge embedding loss over the mined pairs of :func:`select_hardest_pairs`; mining factors of 1
+    disable mining. Returns the mean loss over the kept pairs and statistics."""
+    pos_idx, neg_pairs, stats = select_hardest_pairs(
+        anchors.detach(), positives.detach(), margin, positive_mining, negative_mining, num_negatives, generator
+    )
+    return hinge_loss_on(anchors, positives, torch.stack([pos_idx, pos_idx], 1), neg_pairs, margin), stats
 
 
 def hardest_in_batch_triplet_loss(

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["Augment", "SheetPairs", "ImagePairs", "PairBatches", "photometric"]
+__all__ = ["Augment", "SheetPairs", "ImagePairs", "PhotoTourPairs", "PairBatches", "photometric"]
 
 
 @dataclass
@@ -188,6 +188,35 @@ class ImagePairs:
         a = np.concatenate(out_a)[:n]
         p = np.concatenate(out_p)[:n]
         return np.clip(a, 0, 255).astype(np.uint8), np.clip(p, 0, 255).astype(np.uint8)
+
+
+class PhotoTourPairs:
+    """Corresponding patches of the same 3D point from labelled PhotoTour data (the paper's training data).
+
+    ``patches`` (N, 64, 64) uint8 and ``point_ids`` (N,); ``points`` restricts sampling to a subset of
+    3D point ids (train/validation split). Each sampled pair is two different patches of one point.
+    """
+
+    def __init__(self, patches: np.ndarray, point_ids: np.ndarray, points: Sequence[int] | None = None):
+        self.patches = patches
+        order = np.argsort(point_ids, kind="stable")
+        ids = point_ids[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        counts = np.diff(np.r_[starts, len(ids)])
+        keep = counts >= 2
+        if points is not None:
+            keep &= np.isin(ids[starts], np.asarray(points))
+        self.order, self.starts, self.counts = order, starts[keep], counts[keep]
+        if len(self.starts) < 2:
+            raise ValueError("PhotoTourPairs needs at least 2 3D points with 2 or more patches each")
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        chosen = rng.choice(len(self.starts), size=n, replace=len(self.starts) < n)
+        first = rng.integers(0, self.counts[chosen])
+        second = (first + rng.integers(1, self.counts[chosen])) % self.counts[chosen]
+        a = self.order[self.starts[chosen] + first]
+        p = self.order[self.starts[chosen] + second]
+        return np.asarray(self.patches[a]), np.asarray(self.patches[p])
 
 
 class PairBatches(torch.utils.data.Dataset):

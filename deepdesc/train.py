@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .losses import hardest_in_batch_triplet_loss, mined_hinge_loss
+from .losses import hardest_in_batch_triplet_loss, hinge_loss_on, mined_hinge_loss, select_hardest_pairs
 from .model import DeepDescNet
 from .utils import atomic_path, resolve_device, shared_dir
 
@@ -185,12 +185,29 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
             sources.append(ImagePairs(_pick(_split(_photos(root / "photos")), split, name), patch_options=options))
         elif name == "skimage":
             sources.append(ImagePairs(_pick(_split(_skimage_photos()), split, name), patch_options=options))
+        elif name.startswith("phototour:"):
+            sources.append(_phototour_source(name.partition(":")[2], split))
         elif name.startswith("synthetic-noise"):
             sources.append(SheetPairs(_noise_patches(64, seed=0 if split == "train" else 1)))
         else:
-            raise ValueError(f"unknown data source {name!r}; known: sheets, photos, skimage, synthetic-noise")
+            raise ValueError(
+                f"unknown data source {name!r}; known: sheets, photos, skimage, phototour:PATH, synthetic-noise"
+            )
         weights.append(float(weight))
     return sources, weights
+
+
+def _phototour_source(root: str, split: str):
+    """Labelled PhotoTour set at ``root`` (Brown layout with info.txt); every 10th 3D point is validation."""
+    from .datasets.phototour import PhotoTour
+    from .synthetic import PhotoTourPairs
+
+    data = PhotoTour(root)
+    if data.point_ids is None:
+        raise ValueError(f"{root}: PhotoTour training needs info.txt (3D point id per patch)")
+    points = np.unique(data.point_ids)
+    chosen = points[(points % 10 == 1) == (split == "val")]
+    return PhotoTourPairs(data.patches, data.point_ids, chosen)
 
 
 def _pick(parts: tuple[list, list], split: str, name: str) -> list:
@@ -295,22 +312,37 @@ class Trainer:
         return max(0.0, 1.0 - step / max(1, self.conf["run"]["steps"]))  # linear decay to 0
 
     def loss(self, a: torch.Tensor, p: torch.Tensor, index: int) -> tuple[torch.Tensor, dict[str, float]]:
-        da, dp = self.net(torch.cat([a, p])).chunk(2)
         lc = self.conf["loss"]
-        if lc["kind"] == "hinge":
-            gen = torch.Generator().manual_seed(self.conf["run"]["seed"] * 1_000_003 + index)
-            return mined_hinge_loss(
-                da,
-                dp,
-                margin=lc["margin"],
-                positive_mining=lc["positive_mining"],
-                negative_mining=lc["negative_mining"],
-                num_negatives=len(da) * lc["negatives_per_pair"],
-                generator=gen,
-            )
         if lc["kind"] == "triplet":
+            da, dp = self.net(torch.cat([a, p])).chunk(2)
             return hardest_in_batch_triplet_loss(da, dp, margin=lc["margin"])
-        raise ValueError(f"unknown loss.kind {lc['kind']!r}; known: hinge, triplet")
+        if lc["kind"] != "hinge":
+            raise ValueError(f"unknown loss.kind {lc['kind']!r}; known: hinge, triplet")
+        # The paper's efficiency: forward every sampled pair without gradients, then forward and
+        # back-propagate again only the patches of the mined (hardest) pairs.
+        gen = torch.Generator().manual_seed(self.conf["run"]["seed"] * 1_000_003 + index)
+        if lc["positive_mining"] == 1 and lc["negative_mining"] == 1:  # nothing to mine: one pass
+            da, dp = self.net(torch.cat([a, p])).chunk(2)
+            n = len(da) * lc["negatives_per_pair"]
+            return mined_hinge_loss(da, dp, lc["margin"], 1, 1, num_negatives=n, generator=gen)
+        with torch.no_grad():
+            da, dp = self.net(torch.cat([a, p])).chunk(2)
+        pos_idx, neg_pairs, stats = select_hardest_pairs(
+            da,
+            dp,
+            margin=lc["margin"],
+            positive_mining=lc["positive_mining"],
+            negative_mining=lc["negative_mining"],
+            num_negatives=len(da) * lc["negatives_per_pair"],
+            generator=gen,
+        )
+        need_a = torch.unique(torch.cat([pos_idx, neg_pairs[:, 0]]))  # sorted
+        need_p = torch.unique(torch.cat([pos_idx, neg_pairs[:, 1]]))
+        ga, gp = self.net(torch.cat([a[need_a], p[need_p]])).split([len(need_a), len(need_p)])
+        pos = torch.stack([torch.searchsorted(need_a, pos_idx), torch.searchsorted(need_p, pos_idx)], 1)
+        neg_a, neg_p = neg_pairs[:, 0].contiguous(), neg_pairs[:, 1].contiguous()
+        neg = torch.stack([torch.searchsorted(need_a, neg_a), torch.searchsorted(need_p, neg_p)], 1)
+        return hinge_loss_on(ga, gp, pos, neg, lc["margin"]), stats
 
     # checkpoints
     def state(self) -> dict:
@@ -383,6 +415,15 @@ class Trainer:
                 writer.writeheader()
             writer.writerow(row)
 
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RuntimeError(
+                "run.tensorboard = true needs the tensorboard package (pip install tensorboard)"
+            ) from None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
     def _truncate_log(self) -> None:
         """Drop log rows past the resumed step (written by a run killed after its last checkpoint)."""
         path = self.out / "log.csv"
@@ -434,6 +475,7 @@ class Trainer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(sig, self._request_stop)
         bar = tqdm(total=run["steps"], initial=self.step, disable=not (progress and main), desc="train", unit="step")
+        board = self._tensorboard() if main and run["tensorboard"] else None
         self.model.train()
         last_fpr = float("nan")
         try:
@@ -469,6 +511,10 @@ class Trainer:
                     bar.set_postfix(loss=f"{total:.3f}", fpr95=f"{last_fpr:.3f}")
                 if main:
                     self._log(row)
+                if board is not None:
+                    for key, value in row.items():
+                        if key not in ("step", "seconds") and value != "":
+                            board.add_scalar(key, float(value), self.step)
                 if main and (self.step % run["ckpt_every"] == 0 or self.step == run["steps"]):
                     self.save_checkpoint()
                 stop = torch.tensor(float(self.stop_requested))
@@ -486,6 +532,8 @@ class Trainer:
                     break
         finally:
             bar.close()
+            if board is not None:
+                board.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
         return {"step": self.step, "best_fpr95": self.best, "last_fpr95": last_fpr, "interrupted": self.stop_requested}
