@@ -16,7 +16,6 @@ around SIFT keypoints of img1 and their ground-truth projections).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_model
 
 from deepdesc.describe import describe
 from deepdesc.fast import FastDescriber
@@ -32,16 +32,6 @@ from deepdesc.model import DeepDescNet
 from deepdesc.utils import shared_dir
 
 SPLIT4 = "CNN3_p8_n8_split4_073000.t7"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_model() -> tuple[DeepDescNet, str]:

@@ -9,27 +9,16 @@ one process, with the breakdown of the DeepDesc stages.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import cv2
 import torch
+from _common import median_time
 
 from deepdesc.describe import describe
 from deepdesc.keypoints import detect_keypoints, load_image
 from deepdesc.model import DeepDescNet
 from deepdesc.patches import extract_patches
 from deepdesc.utils import shared_dir
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -61,14 +50,14 @@ def main() -> None:
         p, _ = extract_patches(image, k)
         return describe(p, model=model, precision=args.precision)
 
-    t_sift = _median_time(sift_job, args.repeats)
-    t_dd = _median_time(deepdesc_job, args.repeats)
+    t_sift = median_time(sift_job, args.repeats)
+    t_dd = median_time(deepdesc_job, args.repeats)
     print(
         f"image {gray.shape[1]}x{gray.shape[0]} ({gray.size / 1e6:.2f} MPix), {len(kpts)} keypoints, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}"
     )
     for name, fn in stages.items():
-        print(f"  {name:<14} {1e3 * _median_time(fn, args.repeats):8.1f} ms")
+        print(f"  {name:<14} {1e3 * median_time(fn, args.repeats):8.1f} ms")
     print(f"DeepDesc total   {1e3 * t_dd:8.1f} ms/image")
     print(f"OpenCV SIFT      {1e3 * t_sift:8.1f} ms/image (detectAndCompute)")
     print(f"ratio DeepDesc / SIFT: {t_dd / t_sift:.2f}x")

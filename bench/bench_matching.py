@@ -13,25 +13,14 @@ for N x N and for 100k x 100k; ``--large N`` also times the chunked matcher alon
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_model
 
 from deepdesc.matching import DEFAULT_CHUNK_SIZE, DEFAULT_COL_CHUNK_SIZE, match_descriptors
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def naive_match(d1: torch.Tensor, d2: torch.Tensor, ratio: float) -> np.ndarray:

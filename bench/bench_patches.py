@@ -11,10 +11,10 @@ The baseline crops each patch with one ``cv2.warpAffine`` (bilinear, no anti-ali
 from __future__ import annotations
 
 import argparse
-import time
 
 import cv2
 import numpy as np
+from _common import median_time
 
 from deepdesc.keypoints import detect_keypoints, load_image
 from deepdesc.patches import DEFAULT_REGION_SCALE, extract_patches
@@ -45,16 +45,6 @@ def naive_patches(image: np.ndarray, keypoints: np.ndarray, region_scale: float,
             image, m, (p, p), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
         )
     return out
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ project's own weights shipped inside the package.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .model import DeepDescNet
-from .utils import atomic_path, resolve_device
+from .utils import atomic_path, resolve_device, sha256_file
 
 __all__ = ["MODELS", "ModelInfo", "ModelNotAvailableError", "cache_dir", "download", "load_model", "model_path"]
 
@@ -99,14 +98,6 @@ def _packaged(filename: str) -> Path:
     return Path(__file__).resolve().parent / "weights" / filename
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True) -> Path:
     """Fetch ``url`` (``http(s)://`` or ``file://``) to ``dest`` atomically, checking ``sha256``.
 
@@ -123,7 +114,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, progr
                     out.write(block)
                     bar.update(len(block))
         if sha256 is not None:
-            actual = _sha256(tmp)
+            actual = sha256_file(tmp)
             if actual != sha256:
                 raise ValueError(f"{url}: SHA-256 mismatch (got {actual}, expected {sha256}); file discarded")
     return dest
@@ -144,7 +135,7 @@ def model_path(name: str, download_missing: bool = True) -> Path:
         return path
     path = cache_dir() / info.filename
     if path.is_file():
-        if _sha256(path) == info.sha256:
+        if sha256_file(path) == info.sha256:
             return path
         raise ModelNotAvailableError(
             f"model {name!r}: cached file {path} does not match SHA-256 {info.sha256}; delete it to re-download"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_path", "resolve_device", "shared_dir"]
+__all__ = ["atomic_path", "resolve_device", "sha256_file", "shared_dir"]
 
 
 @contextlib.contextmanager
@@ -44,3 +45,12 @@ def shared_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_path
+from ..utils import atomic_path, sha256_file
 
 __all__ = [
     "DatasetFormatError",
@@ -155,18 +155,10 @@ def _fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify_sha256(path: Path, sha256: str | None) -> None:
     if sha256 is None:
         return
-    got = _sha256_file(path)
+    got = sha256_file(path)
     if got.lower() != sha256.lower():
         raise ValueError(f"{path}: SHA-256 mismatch, expected {sha256.lower()}, got {got}")
 
@@ -475,7 +467,7 @@ def download_phototour(
     if not filename.lower().endswith(_ARCHIVE_SUFFIXES):
         filename = f"{name}.zip"
     archive = dest / filename
-    if not (archive.exists() and (sha256 is None or _sha256_file(archive) == sha256.lower())):
+    if not (archive.exists() and (sha256 is None or sha256_file(archive) == sha256.lower())):
         digest = hashlib.sha256()
         with atomic_path(archive) as tmp, urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
             for block in iter(lambda: response.read(1 << 20), b""):
