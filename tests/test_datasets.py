@@ -17,6 +17,7 @@ from deepdesc import metrics
 from deepdesc.datasets import hpatches as hp
 from deepdesc.datasets import phototour as pt
 from deepdesc.datasets.phototour import DatasetFormatError, PhotoTour
+from deepdesc.utils import sha256_file
 
 from .conftest import require_shared
 from .make_fake_data import make_hpatches, make_phototour, make_sequence, write_sheets
@@ -177,7 +178,7 @@ def test_phototour_from_archives(fake_set, tmp_path):
     folder, info, cache = fake_set
     zpath = tmp_path / "fakeset.zip"
     _zip_folder(folder, zpath, "fakeset/")
-    digest = pt._sha256_file(zpath)
+    digest = sha256_file(zpath)
     ds = PhotoTour(zpath, cache_dir=cache, sha256=digest)
     assert ds.archive == zpath and ds.name == "fakeset"
     np.testing.assert_array_equal(ds.patches, info["patches"])
@@ -237,9 +238,9 @@ def test_download_phototour(fake_set, tmp_path):
         pt.download_phototour("fakeset", tmp_path / "dl", url=url, sha256="1" * 64)
     assert not (tmp_path / "dl" / "fakeset.zip").exists()
     assert not [p for p in (tmp_path / "dl").iterdir() if p.name.endswith(".tmp")]
-    digest = pt._sha256_file(zpath)
+    digest = sha256_file(zpath)
     archive = pt.download_phototour("fakeset", tmp_path / "dl", url=url, sha256=digest, extract=False)
-    assert archive == tmp_path / "dl" / "fakeset.zip" and pt._sha256_file(archive) == digest
+    assert archive == tmp_path / "dl" / "fakeset.zip" and sha256_file(archive) == digest
     got = pt.download_phototour("fakeset", tmp_path / "dl", url=url, sha256=digest)
     assert got == tmp_path / "dl" / "fakeset"
     np.testing.assert_array_equal(PhotoTour(got, cache_dir=tmp_path / "c").patches, info["patches"])
