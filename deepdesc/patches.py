@@ -45,10 +45,10 @@ __all__ = [
 ]
 
 DEFAULT_PATCH_SIZE = 64
-#: Patch side as a multiple of the keypoint size (diameter). Placeholder; set by a measured sweep.
-DEFAULT_REGION_SCALE = 6.0
-#: Extra Gaussian smoothing of the output, in patch pixels. Placeholder; set by a measured sweep.
-DEFAULT_BLUR_SIGMA = 1.0
+#: Patch side as a multiple of the keypoint size (diameter) and extra Gaussian smoothing of the output in
+#: patch pixels, chosen for the original models by bench/sweep_patch_params.py (docs/patch_sweep.md).
+DEFAULT_REGION_SCALE = 16.0
+DEFAULT_BLUR_SIGMA = 2.0
 BORDER_MODES = ("replicate", "reflect", "drop")
 
 #: Blur levels per octave of the scale space; the chosen level's blur is within 2^(+-1/(2n)) of the target.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import pytest
@@ -68,16 +70,16 @@ def test_matches_direct_affine_warp():
     """Without smoothing and at <= 1 image pixel per patch pixel, patches equal a cv2.warpAffine crop."""
     image = textured((200, 220), seed=1)
     kp = to_keypoint_array([[100.0, 90.0, 9.0, 0.0], [80.25, 120.5, 7.0, 30.0], [130.0, 70.0, 10.0, 250.0]])
-    patches, kept = extract_patches(image, kp, blur_sigma=0.0)
+    patches, kept = extract_patches(image, kp, region_scale=6.0, blur_sigma=0.0)
     np.testing.assert_array_equal(kept, [0, 1, 2])
     c = (P - 1) / 2
     for patch, (x, y, size, angle, _) in zip(patches, kp):
-        s = DEFAULT_REGION_SCALE * size / P
+        s = 6.0 * size / P
         a, b = s * np.cos(np.deg2rad(angle)), s * np.sin(np.deg2rad(angle))
         m = np.array([[a, -b, x - a * c + b * c], [b, a, y - b * c - a * c]])
         ref = cv2.warpAffine(image, m, (P, P), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
         np.testing.assert_allclose(patch, ref, atol=0.05)
-    map_x, map_y = patch_sampling_grid(kp)
+    map_x, map_y = patch_sampling_grid(kp, region_scale=6.0)
     assert map_x.shape == (3, P, P)
     assert (map_x[0, 0, 0], map_y[0, 0, 0]) == pytest.approx((100 - c * 9 * 6 / 64, 90 - c * 9 * 6 / 64), abs=1e-4)
     # Angle 90 deg: the patch's +x axis points down the image.
@@ -115,6 +117,7 @@ def _centre_keypoints(n: int, centre: tuple[float, float], spread: float, sizes:
 
 def test_rotation_covariance_and_angle_sign():
     image = textured((301, 301), sigma=2.0, seed=2)
+    extract = functools.partial(extract_patches, region_scale=6.0)  # regions stay inside the rotated view
     centre = (150.0, 150.0)
     kp = _centre_keypoints(40, centre, 50, (6, 12), seed=0)
     phi = 30.0
@@ -122,15 +125,15 @@ def test_rotation_covariance_and_angle_sign():
     rotated = np.clip(cv2.warpAffine(image, rot, image.shape[::-1], flags=cv2.INTER_CUBIC), 0, 255)
     moved = transform_keypoints(kp, rot)
     np.testing.assert_allclose((kp[:, 3] - moved[:, 3]) % 360, phi, atol=1e-3)  # angle - phi
-    ref = extract_patches(image, kp)[0]
-    good = ncc(ref, extract_patches(rotated, moved)[0])
+    ref = extract(image, kp)[0]
+    good = ncc(ref, extract(rotated, moved)[0])
     assert np.median(good) > 0.95 and good.min() > 0.9
     wrong_sign = moved.copy()
     wrong_sign[:, 3] = (kp[:, 3] + phi) % 360
-    bad = ncc(ref, extract_patches(rotated, wrong_sign)[0])
+    bad = ncc(ref, extract(rotated, wrong_sign)[0])
     assert np.median(bad) < 0.6 and np.median(good) - np.median(bad) > 0.35
     # Without orientation normalisation the patches do not align either.
-    upright = ncc(extract_patches(image, kp, upright=True)[0], extract_patches(rotated, moved, upright=True)[0])
+    upright = ncc(extract(image, kp, upright=True)[0], extract(rotated, moved, upright=True)[0])
     assert np.median(upright) < 0.7
 
 
