@@ -31,6 +31,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from .registry import MODELS
     from .weights import load_t7, save_safetensors
 
+    if Path(args.input).suffix == ".pt":  # a deepdesc training checkpoint
+        from .train import model_from_checkpoint
+
+        model, _ = model_from_checkpoint(args.input)
+        save_safetensors(model, args.output)
+        print(f"wrote {args.output} ({model.info['provenance']})")
+        return 0
     model = load_t7(args.input)
     meta = {"provenance": f"converted from {Path(args.input).name} by deepdesc convert"}
     known = {info.filename: info for info in MODELS.values()}
@@ -289,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the named pretrained models, their cache status and licences")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("convert", help="convert an original Torch7 model to safetensors")
-    p.add_argument("input", help="CNN3_*.t7 file of the original release")
+    p = sub.add_parser("convert", help="convert an original Torch7 model or a training checkpoint to safetensors")
+    p.add_argument("input", help="CNN3_*.t7 file of the original release, or a deepdesc train checkpoint (.pt)")
     p.add_argument("output", help="output .safetensors file")
     p.set_defaults(func=_cmd_convert)
 

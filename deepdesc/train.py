@@ -33,7 +33,7 @@ from .losses import hardest_in_batch_triplet_loss, hinge_loss_on, mined_hinge_lo
 from .model import DeepDescNet
 from .utils import atomic_path, resolve_device, shared_dir
 
-__all__ = ["PRESETS", "CheckpointError", "Trainer", "load_config", "train"]
+__all__ = ["PRESETS", "CheckpointError", "Trainer", "load_config", "model_from_checkpoint", "train"]
 
 # The paper's recipe (Simo-Serra et al., ICCV 2015; arXiv:1412.6537 "Fracking Deep Convolutional Image
 # Descriptors"), as we recall it -- the paper could not be consulted where this was written, so each value
@@ -537,6 +537,27 @@ class Trainer:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
         return {"step": self.step, "best_fpr95": self.best, "last_fpr95": last_fpr, "interrupted": self.stop_requested}
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[DeepDescNet, dict]:
+    """The model of a trainer checkpoint (``last.pt``) and its run config (read with ``weights_only``)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        conf = json.loads(state["config"])
+        patch = {k: conf["data"][k] for k in ("region_scale", "blur_sigma")}
+        model = DeepDescNet({**patch, **conf["model"]})
+        model.load_state_dict(state["model"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt or incompatible checkpoint ({type(exc).__name__}: {exc})") from None
+    model.info = {
+        "provenance": f"deepdesc train, preset {conf['preset']}, step {state['step']}",
+        "training_data": ", ".join(conf["data"]["sources"]),
+        "license": "MIT",
+    }
+    return model.eval(), conf
 
 
 def train(config: str | os.PathLike | None = None, resume: bool = False, overrides: dict | None = None) -> dict:

@@ -339,3 +339,20 @@ def test_trainer_two_pass_mining_equals_single_pass_loss(tmp_path):
     assert two_pass.item() == pytest.approx(one_pass.item(), rel=1e-5)
     two_pass.backward()
     assert trainer.model.conv1.weight.grad.abs().sum() > 0
+
+
+def test_convert_a_checkpoint_to_weights(tmp_path):
+    from deepdesc import load_model
+    from deepdesc.cli import main
+
+    trainer = Trainer(_tiny_conf(tmp_path, steps=2, ckpt_every=2))
+    trainer.run(progress=False)
+    out = tmp_path / "w.safetensors"
+    assert main(["convert", str(tmp_path / "run" / "last.pt"), str(out)]) == 0
+    model = load_model(out)
+    assert model.conf["input_norm"] == "patch" and model.info["license"] == "MIT"
+    x = torch.rand(3, 1, 64, 64) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trainer.model.eval()(x))
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    assert main(["convert", str(tmp_path / "bad.pt"), str(tmp_path / "x.safetensors")]) == 2
