@@ -41,6 +41,8 @@ SEQUENCE_GROUPS = {
     "leuven": "illumination",
 }
 MMA_THRESHOLDS = list(range(1, 11))
+# OpenCV's SIFT descriptor grid spans 4 bins x 3 sigma = 6 x the keypoint size (size = 2 sigma).
+SIFT_REGION_SCALE = 6.0
 NOISE = {"position": 0.05, "log2_scale": 0.15, "angle_deg": 10.0}
 
 
@@ -54,8 +56,11 @@ class Method:
 
     @classmethod
     def parse(cls, spec: str, **patch_options: Any) -> Method:
-        if spec in ("sift", "rootsift"):
-            return cls(spec)
+        """``sift``/``rootsift`` (native region), ``sift@R``/``rootsift@R`` (region scaled to R x the keypoint
+        size, as DeepDesc's ``region_scale``), or a model name/path."""
+        base, _, region = spec.partition("@")
+        if base in ("sift", "rootsift"):
+            return cls(spec, patch_options={"region_scale": float(region)} if region else {})
         label = Path(spec).stem if spec.endswith((".t7", ".safetensors")) else spec
         return cls(label, model=spec, patch_options={k: v for k, v in patch_options.items() if v is not None})
 
@@ -85,7 +90,10 @@ class _Describer:
             if path.is_file():
                 return np.load(path)
         if self.method.model is None:
-            desc = _sift(image, kpts, root=self.method.name == "rootsift")
+            region = self.method.patch_options.get("region_scale", SIFT_REGION_SCALE)
+            scaled = kpts.copy()
+            scaled[:, 2] *= region / SIFT_REGION_SCALE
+            desc = _sift(image, scaled, root=self.method.name.startswith("rootsift"))
         else:
             desc, kept = self._deepdesc().describe_keypoints(image, kpts)
             assert len(kept) == len(kpts)

@@ -110,6 +110,8 @@ def test_evaluate_on_a_generated_sequence(tmp_path, t7_paths):
         "--model",
         "rootsift",
         "--model",
+        "sift@12",
+        "--model",
         str(t7_paths["split4"]),
         "-o",
         str(out),
@@ -119,7 +121,7 @@ def test_evaluate_on_a_generated_sequence(tmp_path, t7_paths):
     assert main(argv) == 0
     report = json.loads((out / "results.json").read_text())
     summary = report["sequences"]["summary"]
-    assert set(summary) == {"sift", "rootsift", "CNN3_p8_n8_split4_073000"}
+    assert set(summary) == {"sift", "rootsift", "sift@12", "CNN3_p8_n8_split4_073000"}
     for method in summary.values():
         assert method["v_camera"]["precision@1"] > 0.5 and method["v_camera"]["pairs"] == 2
         assert method["v_camera"]["h_acc@5"] == 1.0
