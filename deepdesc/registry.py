@@ -77,7 +77,7 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             name="default",
             filename="default.safetensors",
-            trained_on="the project's own training data (see docs/model_card.md)",
+            trained_on="self-supervised pairs from real photos and patches (docs/model_card.md)",
             license="MIT",
             description="deepdesc's own weights, shipped in the package",
         ),
@@ -129,8 +129,8 @@ def model_path(name: str, download_missing: bool = True) -> Path:
         path = _packaged(info.filename)
         if not path.is_file():
             raise ModelNotAvailableError(
-                f"model {name!r}: deepdesc's own trained weights are not part of this release yet "
-                f"(expected {path}); use one of the original models, e.g. load_model('split4')"
+                f"model {name!r}: deepdesc's packaged weights are missing from this installation "
+                f"(expected {path}); reinstall deepdesc, or use an original model, e.g. load_model('split4')"
             )
         return path
     path = cache_dir() / info.filename

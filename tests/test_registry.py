@@ -139,3 +139,24 @@ def test_public_api_is_lazy_and_complete():
     assert int(out.stdout) > 10
     for name in deepdesc.__all__:
         assert getattr(deepdesc, name) is not None
+
+
+def test_packaged_default_weights_load_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPDESC_CACHE", str(tmp_path / "empty-cache"))
+    path = registry.model_path("default")
+    assert path.stat().st_size < 2_000_000
+    model = load_model()
+    assert model.conf["input_norm"] == "patch" and model.conf["l2_normalize"]
+    assert model.info["license"] == "MIT" and "eval" in model.info["training_data"]
+    out = deepdesc.describe(np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8))
+    assert out.shape == (3, 128)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-4)
+    assert not (tmp_path / "empty-cache").exists()  # nothing was downloaded
+
+
+def test_atomic_writes_have_normal_permissions(tmp_path):
+    from deepdesc.utils import atomic_path
+
+    with atomic_path(tmp_path / "f.txt") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "f.txt").stat().st_mode & 0o044 == 0o044
