@@ -397,7 +397,7 @@ class Trainer:
     @torch.no_grad()
     def _init_pixel_normalisation(self, dataset) -> None:
         """Per-pixel mean/std maps of training patches, as the original models store them."""
-        a, p = dataset[-1]  # an index no training step uses
+        a, p = dataset[len(dataset) - 1]  # an index no training step uses
         x = torch.cat([a, p])
         self.model.mean.copy_(x.mean(0).to(self.device))
         self.model.std.copy_(x.std(0).clamp_min(1.0).to(self.device))

@@ -356,3 +356,26 @@ def test_convert_a_checkpoint_to_weights(tmp_path):
         torch.testing.assert_close(model(x), trainer.model.eval()(x))
     (tmp_path / "bad.pt").write_bytes(b"junk")
     assert main(["convert", str(tmp_path / "bad.pt"), str(tmp_path / "x.safetensors")]) == 2
+
+
+def test_paper_preset_runs_and_sets_pixel_normalisation_maps(tmp_path):
+    conf = load_config(
+        None,
+        {
+            "data": {
+                "sources": ["synthetic-noise"],
+                "weights": [1.0],
+                "batch_size": 32,
+                "val_pairs": 32,
+                "num_workers": 0,
+            },
+            "run": {"steps": 2, "val_every": 2, "ckpt_every": 2, "out_dir": str(tmp_path / "run"), "device": "cpu"},
+        },
+    )
+    assert conf["preset"] == "paper" and conf["loss"]["kind"] == "hinge"
+    trainer = Trainer(conf)
+    summary = trainer.run(progress=False)
+    assert summary["step"] == 2 and np.isfinite(summary["last_fpr95"])
+    # per-pixel maps estimated from training patches, not the constructor's placeholders
+    assert not torch.allclose(trainer.model.mean, torch.full_like(trainer.model.mean, 128.0))
+    assert (trainer.model.std > 1.0).all()
