@@ -158,3 +158,34 @@ def test_export_onnx(tmp_path, t7_paths):
     out = tmp_path / "m.onnx"
     assert main(["export", "--format", "onnx", "--model", str(t7_paths["split4"]), "-o", str(out)]) == 0
     assert out.stat().st_size > 1_000_000
+
+
+def test_evaluate_patch_benchmarks_on_generated_data(tmp_path, t7_paths, monkeypatch):
+    """`deepdesc evaluate` on PhotoTour (Brown protocol) and HPatches (matching task) in their original layouts."""
+    import shutil
+
+    from .make_fake_data import make_hpatches, make_phototour
+
+    monkeypatch.setenv("DEEPDESC_CACHE", str(tmp_path / "cache"))
+    fake = make_phototour(tmp_path / "liberty", n_patches=90, n_pairs=40)
+    shutil.copy(tmp_path / "liberty" / f"{fake['pairs_name']}.txt", tmp_path / "liberty" / "m50_100000_100000_0.txt")
+    make_hpatches(tmp_path / "hpatches")
+    out = tmp_path / "eval"
+    argv = [
+        "evaluate",
+        "--dataset",
+        f"phototour:{tmp_path / 'liberty'}",
+        "--dataset",
+        f"hpatches:{tmp_path / 'hpatches'}",
+        "--model",
+        str(t7_paths["split4"]),
+        "-o",
+        str(out),
+    ]
+    assert main(argv) == 0
+    report = json.loads((out / "results.json").read_text())
+    brown = report["phototour"][str(t7_paths["split4"])]
+    assert 0.0 <= brown["fpr95"] <= 1.0 and 0.0 <= brown["pr_auc"] <= 1.0
+    assert str(t7_paths["split4"]) in report["hpatches_matching"]
+    text = (out / "results.md").read_text()
+    assert "FPR95" in text and "HPatches matching" in text
