@@ -109,7 +109,6 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .io_h5 import has_image, write_features
-    from .keypoints import load_image
 
     images = list_images(args.images)
     todo = [
@@ -119,14 +118,15 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     if not todo:
         return 0
     dd = _extractor(args)
-    # decode the next image in a thread while the current one is described
+    _ = dd.model  # load the network once, before the worker thread needs its config
+    # decode, detect and cut patches of the next image in a thread while the network describes this one
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load_image, todo[0][1])
+        pending = pool.submit(dd.prepare, todo[0][1])
         for i, (name, _) in enumerate(tqdm(todo, desc="describe", unit="img")):
-            image = pending.result()
+            prepared = pending.result()
             if i + 1 < len(todo):
-                pending = pool.submit(load_image, todo[i + 1][1])
-            features = dd.extract(image)
+                pending = pool.submit(dd.prepare, todo[i + 1][1])
+            features = dd.finish(prepared)
             write_features(args.output, name, features.as_dict(), overwrite=args.overwrite, as_half=args.half)
     return 0
 

@@ -112,20 +112,50 @@ class DeepDesc:
             **self.conf["detector"],
         )
 
-    def describe_keypoints(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) image, (N, 5) keypoints -> descriptors (M, 128) float32 and the kept keypoint indices (M,)."""
-        from .describe import describe
-
+    def cut_patches(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) image, (N, 5) keypoints -> patches (M, 64, 64) float32 and the kept keypoint indices (M,)."""
         options = {"border": self.conf["border"], "upright": self.conf["upright"]}
         for key in ("region_scale", "blur_sigma"):  # explicit option, else what the model was trained for
             value = self.conf[key] if self.conf[key] is not None else self.model.conf.get(key)
             if value is not None:
                 options[key] = value
-        patches, kept = patch_ops.extract_patches(image, keypoints, **options)
+        return patch_ops.extract_patches(image, keypoints, **options)
+
+    def describe_patches(self, patches: np.ndarray) -> np.ndarray:
+        """(M, 64, 64) patches -> (M, D) float32 descriptors with this extractor's model and precision."""
+        from .describe import describe
+
         if len(patches) == 0:
-            return np.zeros((0, self.model.descriptor_size), np.float32), kept
-        desc = describe(patches, model=self.model, batch_size=self.conf["batch_size"], precision=self.conf["precision"])
-        return desc, kept
+            return np.zeros((0, self.model.descriptor_size), np.float32)
+        return describe(patches, model=self.model, batch_size=self.conf["batch_size"], precision=self.conf["precision"])
+
+    def describe_keypoints(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) image, (N, 5) keypoints -> descriptors (M, 128) float32 and the kept keypoint indices (M,)."""
+        patches, kept = self.cut_patches(image, keypoints)
+        return self.describe_patches(patches), kept
+
+    def prepare(self, image: Any, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """The CPU-side half of :meth:`extract`: load, detect and cut patches.
+
+        Returns (keypoints (M, 5) of the kept patches, patches (M, 64, 64), image size (width, height)); pass
+        them to :meth:`finish`. Split so a caller can prepare the next image while the network runs.
+        """
+        img = self._image(image)
+        kpts = self.detect_array(img, mask)
+        patches, kept = self.cut_patches(img, kpts)
+        return kpts[kept], patches, (img.shape[1], img.shape[0])
+
+    def finish(self, prepared: tuple[np.ndarray, np.ndarray, tuple[int, int]]) -> Features:
+        """The network half of :meth:`extract`."""
+        kpts, patches, size = prepared
+        return Features(
+            keypoints=kpts[:, :2].copy(),
+            scales=kpts[:, 2].copy(),
+            angles=kpts[:, 3].copy(),
+            scores=kpts[:, 4].copy(),
+            descriptors=self.describe_patches(patches),
+            image_size=size,
+        )
 
     # -- OpenCV-shaped API ------------------------------------------------------------------------
     def detect(self, image: Any, mask: np.ndarray | None = None) -> list[cv2.KeyPoint]:
@@ -156,18 +186,7 @@ class DeepDesc:
 
     def extract(self, image: Any, mask: np.ndarray | None = None) -> Features:
         """Detect and describe: the richer result (positions, scales, angles, scores, descriptors)."""
-        img = self._image(image)
-        kpts = self.detect_array(img, mask)
-        desc, kept = self.describe_keypoints(img, kpts)
-        kpts = kpts[kept]
-        return Features(
-            keypoints=kpts[:, :2].copy(),
-            scales=kpts[:, 2].copy(),
-            angles=kpts[:, 3].copy(),
-            scores=kpts[:, 4].copy(),
-            descriptors=desc,
-            image_size=(img.shape[1], img.shape[0]),
-        )
+        return self.finish(self.prepare(image, mask))
 
     def descriptorSize(self) -> int:  # noqa: N802 - OpenCV's name
         return self.model.descriptor_size

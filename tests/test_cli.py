@@ -55,6 +55,13 @@ def test_describe_is_resumable(image_dir, tmp_path, t7_paths, capsys):
     assert "4 images, 2 already" in capsys.readouterr().out
     assert sorted(h5_images(out)) == ["im0.png", "im1.png", "im2.png", "sub/im3.jpg"]
     np.testing.assert_array_equal(read_features(out, "im0.png")["descriptors"], first["descriptors"])
+    # the pipelined command writes what the plain extractor computes
+    from deepdesc.pipeline import DeepDesc
+
+    direct = DeepDesc(model=str(t7_paths["split4"]), max_keypoints=300).extract(image_dir / "im2.png")
+    stored = read_features(out, "im2.png")
+    np.testing.assert_allclose(stored["descriptors"], direct.descriptors, atol=1e-5)
+    np.testing.assert_allclose(stored["keypoints"], direct.keypoints)
     assert len(read_features(out, "im1.png")["keypoints"]) == 0  # kept, not re-described
 
 
