@@ -234,7 +234,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             for m in args.model:
                 result = matching_task(data.describe(m))
                 report.setdefault("hpatches_matching", {})[m] = result
-                lines.append(f"HPatches matching {m}: {json.dumps(result)[:200]}")
+                scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("easy", "hard", "tough", "mean") if k in result)
+                lines.append(f"HPatches matching mAP {m}: {scores}")
         else:
             raise ValueError(f"unknown dataset kind {kind!r}; use oxford:, hpatches-seq:, phototour: or hpatches:")
     if sequence_dirs:
