@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import json
 import math
 import os
@@ -120,6 +121,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
 
 
 # -- data ---------------------------------------------------------------------------------------
+# Train and validation sources read the same folders: decode each once per process (read-only results).
+@functools.cache
 def _sheet_patches(folder: Path) -> list[np.ndarray]:
     """One (256, 64, 64) uint8 array per PhotoTour sheet in ``folder`` (sorted by name)."""
     import cv2
@@ -133,6 +136,7 @@ def _sheet_patches(folder: Path) -> list[np.ndarray]:
     return sheets
 
 
+@functools.cache
 def _photos(folder: Path) -> list[np.ndarray]:
     import cv2
 
@@ -144,6 +148,7 @@ def _photos(folder: Path) -> list[np.ndarray]:
     return out
 
 
+@functools.cache
 def _skimage_photos() -> list[np.ndarray]:
     """The natural photographs that ship with scikit-image (grayscale uint8)."""
     from skimage import color, data, util

@@ -176,8 +176,7 @@ def save_safetensors(model: DeepDescNet, path: str | os.PathLike, metadata: dict
 
     meta = {**model.info, **(metadata or {})}
     meta.update({"format": FORMAT_TAG, "config": json.dumps(model.conf)})
-    for key, value in (("lp_scales", [model.pool1.scale, model.pool2.scale, model.pool3.scale]),):
-        meta[key] = json.dumps(value)
+    meta["lp_scales"] = json.dumps([model.pool1.scale, model.pool2.scale, model.pool3.scale])
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
