@@ -37,14 +37,16 @@ from .utils import atomic_path, resolve_device, shared_dir
 __all__ = ["PRESETS", "CheckpointError", "Trainer", "load_config", "model_from_checkpoint", "train"]
 
 # The paper's recipe (Simo-Serra et al., ICCV 2015; arXiv:1412.6537 "Fracking Deep Convolutional Image
-# Descriptors"), as we recall it -- the paper could not be consulted where this was written, so each value
-# says where it comes from:
-#   - CNN3 with per-pixel mean/std input normalisation: the released models.
-#   - hinge embedding loss on the L2 distance, margin C = 4: paper, Sec. 3 (recalled).
-#   - aggressive mining with r_p = r_n = 8: the released models' names ("p8_n8").
-#   - SGD, learning rate 0.01, momentum 0.9: paper, Sec. 4 (recalled); the x0.1 step every 10k
-#     iterations is our choice (the released iterations are 67k-104k).
+# Descriptors"). Where each value comes from -- the paper's method section could not be read where this was
+# written (only its abstract/introduction and the release README were reachable), so numbers marked
+# "recalled" are unverified:
+#   - CNN3 with per-pixel mean/std input normalisation: the released models (mean/std maps stored in them).
+#   - hinge embedding loss on the L2 distance: paper abstract. Margin C = 4: recalled.
+#   - aggressive mining with r_p = r_n = 8: the released models' names ("CNN3_p8_n8_split*").
+#   - SGD, learning rate 0.01, momentum 0.9: recalled. The x0.1 step every 10k iterations is our choice
+#     (the released models stopped at 67k-104k iterations, "chosen with a validation subset": release README).
 #   - 128 back-propagated positives and 128 negatives per step (1024 + 1024 forwarded): our choice.
+#   - best-by-validation checkpoint (run.select = "fpr95"): release README.
 PAPER: dict[str, Any] = {
     "model": {"input_norm": "pixel", "l2_normalize": False},
     "loss": {"kind": "hinge", "margin": 4.0, "positive_mining": 8, "negative_mining": 8, "negatives_per_pair": 1},
@@ -57,6 +59,7 @@ PAPER: dict[str, Any] = {
         "num_workers": 1,
         "region_scale": None,
         "blur_sigma": None,
+        "augment": {},  # overrides of deepdesc.synthetic.Augment fields, e.g. {blur_sigma = [0.0, 3.0]}
     },
     "run": {
         "steps": 20000,
@@ -67,6 +70,8 @@ PAPER: dict[str, Any] = {
         "out_dir": "runs/paper",
         "device": "auto",
         "tensorboard": False,
+        "select": "fpr95",  # best.safetensors by lowest validation "fpr95" or highest "precision_at_1"
+        "init": "",  # start from the weights of a checkpoint (.pt) or model (.safetensors); "" = random
     },
 }
 # HardNet-style (Mishchuk et al., NeurIPS 2017): hardest-in-batch triplet margin loss on L2-normalised
@@ -89,12 +94,21 @@ def _merge(base: dict, override: dict, where: str = "") -> dict:
     for key, value in override.items():
         if key not in out:
             raise ValueError(f"unknown config key '{where}{key}'; known: {sorted(out)}")
-        if isinstance(out[key], dict) and key != "model":
+        if isinstance(out[key], dict) and key not in ("model", "augment"):
             if not isinstance(value, dict):
                 raise ValueError(f"config key '{where}{key}' must be a table")
             out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
             out[key] = value
+    return out
+
+
+def _deep_update(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` merged in table by table (an override of one key keeps its siblings)."""
+    out = dict(base)
+    for key, value in override.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_update(out[key], value) if nested else value
     return out
 
 
@@ -111,7 +125,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
                 raw = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{path}: not valid TOML ({exc})") from None
-    raw = {**raw, **(overrides or {})}
+    raw = _deep_update(raw, overrides or {})
     preset = raw.pop("preset", "paper")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
@@ -180,16 +194,19 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
 
     data = conf["data"]
     options = {k: data[k] for k in ("region_scale", "blur_sigma") if data.get(k) is not None}
+    aug = make_augment(data.get("augment", {}))
     root = shared_dir() / "data" / "train"
     sources, weights = [], []
     for name, weight in zip(data["sources"], data["weights"]):
         if name == "sheets":
             sheets = _pick(_split(_sheet_patches(root / "notredame"), every=10), split, name)
-            sources.append(SheetPairs(np.concatenate(sheets)))
+            sources.append(SheetPairs(np.concatenate(sheets), augment=aug))
         elif name == "photos":
-            sources.append(ImagePairs(_pick(_split(_photos(root / "photos")), split, name), patch_options=options))
+            photos = _pick(_split(_photos(root / "photos")), split, name)
+            sources.append(ImagePairs(photos, augment=aug, patch_options=options))
         elif name == "skimage":
-            sources.append(ImagePairs(_pick(_split(_skimage_photos()), split, name), patch_options=options))
+            photos = _pick(_split(_skimage_photos()), split, name)
+            sources.append(ImagePairs(photos, augment=aug, patch_options=options))
         elif name.startswith("phototour:"):
             sources.append(_phototour_source(name.partition(":")[2], split))
         elif name.startswith("synthetic-noise"):
@@ -200,6 +217,19 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
             )
         weights.append(float(weight))
     return sources, weights
+
+
+def make_augment(overrides: dict):
+    """:class:`~deepdesc.synthetic.Augment` with the config's ``data.augment`` overrides (lists -> tuples)."""
+    import dataclasses
+
+    from .synthetic import Augment
+
+    known = {f.name for f in dataclasses.fields(Augment)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown data.augment keys {unknown}; known: {sorted(known)}")
+    return Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
 
 
 def _phototour_source(root: str, split: str):
@@ -245,10 +275,16 @@ def validation_pairs(conf: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def validation_fpr95(model: DeepDescNet, anchors: torch.Tensor, positives: torch.Tensor, batch: int = 512) -> float:
-    """FPR at 95% recall with the V corresponding pairs as positives and *all* V(V-1) non-corresponding
-    (anchor, positive) pairs as negatives: many of those come from the same image, so it stays
-    informative long after random negatives are trivially separated."""
+def validation_scores(
+    model: DeepDescNet, anchors: torch.Tensor, positives: torch.Tensor, batch: int = 512
+) -> dict[str, float]:
+    """Validation on V corresponding pairs against *all* V(V-1) non-corresponding (anchor, positive) pairs,
+    many of which come from the same image:
+
+    * ``fpr95``: false-positive rate at 95% recall (lower is better);
+    * ``precision_at_1``: fraction of anchors whose nearest of the V positives is their own (higher is
+      better). It keeps moving long after FPR95 has flattened, so it can pick a checkpoint.
+    """
     from .metrics import fpr95
 
     was_training = model.training
@@ -259,7 +295,16 @@ def validation_fpr95(model: DeepDescNet, anchors: torch.Tensor, positives: torch
     model.train(was_training)
     dist = torch.cdist(da.double(), dp.double())
     labels = torch.eye(len(dist), dtype=torch.bool)
-    return float(fpr95(dist.flatten().numpy(), labels.flatten().numpy()))
+    nearest = dist.argmin(1)
+    return {
+        "fpr95": float(fpr95(dist.flatten().numpy(), labels.flatten().numpy())),
+        "precision_at_1": float((nearest == torch.arange(len(dist))).double().mean()),
+    }
+
+
+def validation_fpr95(model: DeepDescNet, anchors: torch.Tensor, positives: torch.Tensor, batch: int = 512) -> float:
+    """FPR95 of :func:`validation_scores`."""
+    return validation_scores(model, anchors, positives, batch)["fpr95"]
 
 
 # -- the trainer --------------------------------------------------------------------------------
@@ -386,18 +431,40 @@ class Trainer:
                 raise CheckpointError(f"{path}: checkpoint was trained with a different [{key}] config")
         self.step, self.best = step, best
 
-    def save_model(self, name: str, fpr: float) -> Path:
+    def save_model(self, name: str, scores: dict[str, float]) -> Path:
         from .weights import save_safetensors
 
         meta = {
             "provenance": f"deepdesc train, preset {self.conf['preset']}, step {self.step}",
             "training_data": ", ".join(self.conf["data"]["sources"]),
-            "validation_fpr95": f"{fpr:.4f}",
+            **{f"validation_{k}": f"{v:.4f}" for k, v in scores.items()},
             "license": "MIT",
         }
         path = self.out / name
         save_safetensors(self.model, path, meta)
         return path
+
+    def _selection_key(self, scores: dict[str, float]) -> float:
+        """Lower is better: the value ``best`` tracks for ``run.select``."""
+        select = self.conf["run"]["select"]
+        if select == "fpr95":
+            return scores["fpr95"]
+        if select == "precision_at_1":
+            return -scores["precision_at_1"]
+        raise ValueError(f"unknown run.select {select!r}; known: fpr95, precision_at_1")
+
+    def _init_weights(self, path: str) -> None:
+        """Start from the network weights of an earlier run (fine-tuning); optimiser and schedule start fresh."""
+        from .weights import load_safetensors
+
+        model = load_safetensors(path) if str(path).endswith(".safetensors") else model_from_checkpoint(path)[0]
+        for key in ("input_norm", "l2_normalize"):
+            if model.conf.get(key) != self.model.conf.get(key):
+                raise ValueError(
+                    f"run.init {path}: its model has {key}={model.conf.get(key)!r}, this config "
+                    f"{self.model.conf.get(key)!r}"
+                )
+        self.model.load_state_dict(model.state_dict())
 
     @torch.no_grad()
     def _init_pixel_normalisation(self, dataset) -> None:
@@ -427,7 +494,8 @@ class Trainer:
             raise RuntimeError(
                 "run.tensorboard = true needs the tensorboard package (pip install tensorboard)"
             ) from None
-        return SummaryWriter(str(self.out / "tensorboard"))
+        # a resumed run rewrites the steps after its checkpoint: hide those a killed run had logged
+        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step + 1 if self.step else None)
 
     def _truncate_log(self) -> None:
         """Drop log rows past the resumed step (written by a run killed after its last checkpoint)."""
@@ -466,8 +534,11 @@ class Trainer:
         per_step = run["micro_batches"]
         micro = self.conf["data"]["batch_size"] // per_step
         dataset = PairBatches(self.sources[0], micro, seed=run["seed"], weights=self.sources[1])
-        if not resume and self.conf["model"].get("input_norm", "pixel") == "pixel":
+        if not resume and run["init"]:
+            self._init_weights(run["init"])
+        elif not resume and self.conf["model"].get("input_norm", "pixel") == "pixel":
             self._init_pixel_normalisation(dataset)
+        self._selection_key({"fpr95": 0.0, "precision_at_1": 0.0})  # a bad run.select fails now, not at step N
         mine = [k for k in range(per_step) if k % self.world == self.rank]
         indices = [s * per_step + k for s in range(self.step, run["steps"]) for k in mine]
         workers = self.conf["data"]["num_workers"]
@@ -480,10 +551,12 @@ class Trainer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(sig, self._request_stop)
         bar = tqdm(total=run["steps"], initial=self.step, disable=not (progress and main), desc="train", unit="step")
-        board = self._tensorboard() if main and run["tensorboard"] else None
+        board = None
         self.model.train()
-        last_fpr = float("nan")
+        scores = {"fpr95": float("nan"), "precision_at_1": float("nan")}
         try:
+            if main and run["tensorboard"]:
+                board = self._tensorboard()
             while self.step < run["steps"]:
                 start = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -506,14 +579,15 @@ class Trainer:
                 row = {"step": self.step, "loss": f"{total:.6f}", "lr": f"{self.scheduler.get_last_lr()[0]:.6g}"}
                 row.update({k: f"{v:.5f}" for k, v in stats.items() if k in ("pos_dist", "neg_dist")})
                 row["seconds"] = f"{time.perf_counter() - start:.3f}"
-                row["val_fpr95"] = ""
+                row["val_fpr95"] = row["val_precision_at_1"] = ""
                 if main and (self.step % run["val_every"] == 0 or self.step == run["steps"]):
-                    last_fpr = validation_fpr95(self.model, *self.val)
-                    row["val_fpr95"] = f"{last_fpr:.5f}"
-                    if last_fpr < self.best:
-                        self.best = last_fpr
-                        self.save_model("best.safetensors", last_fpr)
-                    bar.set_postfix(loss=f"{total:.3f}", fpr95=f"{last_fpr:.3f}")
+                    scores = validation_scores(self.model, *self.val)
+                    row["val_fpr95"] = f"{scores['fpr95']:.5f}"
+                    row["val_precision_at_1"] = f"{scores['precision_at_1']:.5f}"
+                    if self._selection_key(scores) < self.best:
+                        self.best = self._selection_key(scores)
+                        self.save_model("best.safetensors", scores)
+                    bar.set_postfix(loss=f"{total:.3f}", **{k: f"{v:.3f}" for k, v in scores.items()})
                 if main:
                     self._log(row)
                 if board is not None:
@@ -541,7 +615,14 @@ class Trainer:
                 board.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-        return {"step": self.step, "best_fpr95": self.best, "last_fpr95": last_fpr, "interrupted": self.stop_requested}
+        return {
+            "step": self.step,
+            "select": run["select"],
+            "best": abs(self.best),
+            "last_fpr95": scores["fpr95"],
+            "last_precision_at_1": scores["precision_at_1"],
+            "interrupted": self.stop_requested,
+        }
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[DeepDescNet, dict]:

@@ -379,3 +379,75 @@ def test_paper_preset_runs_and_sets_pixel_normalisation_maps(tmp_path):
     # per-pixel maps estimated from training patches, not the constructor's placeholders
     assert not torch.allclose(trainer.model.mean, torch.full_like(trainer.model.mean, 128.0))
     assert (trainer.model.std > 1.0).all()
+
+
+class _Flatten(torch.nn.Module):
+    """A stand-in descriptor: the first 4 pixels of the patch."""
+
+    device = torch.device("cpu")
+
+    def forward(self, x):
+        return x.flatten(1)[:, :4]
+
+
+def test_validation_precision_at_1_hand_made():
+    from deepdesc.train import validation_scores
+
+    anchors = torch.zeros(4, 1, 64, 64)
+    for i in range(4):
+        anchors[i, 0, 0, i] = 10.0  # descriptors 10 * e_i
+    positives = anchors.clone()
+    positives[0, 0, 0, 0], positives[0, 0, 0, 3] = 0.0, 30.0  # |a0 - p0| = 31.6 > |a0 - p1| = 14.1
+    scores = validation_scores(_Flatten(), anchors, positives)
+    assert scores["precision_at_1"] == pytest.approx(0.75)  # anchors 1, 2, 3 find their own at distance 0
+    # FPR95: 3 positives at 0 and one at 31.6 -> the threshold for 95% recall admits every negative (14.1)
+    assert scores["fpr95"] == pytest.approx(1.0)
+
+
+def test_select_by_precision_at_1_keeps_the_best_checkpoint(tmp_path):
+    from deepdesc.weights import read_safetensors_metadata
+
+    summary = Trainer(_tiny_conf(tmp_path, steps=6, val_every=2, select="precision_at_1")).run(progress=False)
+    with open(tmp_path / "run" / "log.csv", newline="") as f:
+        p1 = [float(r["val_precision_at_1"]) for r in csv.DictReader(f) if r["val_precision_at_1"]]
+    assert len(p1) == 3 and summary["select"] == "precision_at_1"
+    assert summary["best"] == pytest.approx(max(p1), abs=1e-5)
+    meta = read_safetensors_metadata(tmp_path / "run" / "best.safetensors")
+    assert float(meta["validation_precision_at_1"]) == pytest.approx(max(p1), abs=1e-4)
+    with pytest.raises(ValueError, match="run.select"):
+        Trainer(_tiny_conf(tmp_path / "x", select="auc")).run(progress=False)
+
+
+def test_init_from_an_earlier_run(tmp_path):
+    Trainer(_tiny_conf(tmp_path / "a", steps=2)).run(progress=False)
+    source = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=True)["model"]
+    # lr 0: the fine-tuned run must still hold exactly the initial weights
+    for init in (tmp_path / "a" / "run" / "last.pt", tmp_path / "a" / "run" / "best.safetensors"):
+        out = tmp_path / f"b_{init.suffix[1:]}"
+        conf = _tiny_conf(out, steps=1, val_every=1, ckpt_every=1, init=str(init))
+        conf["optim"]["lr"] = 0.0
+        trainer = Trainer(conf)
+        trainer.run(progress=False)
+        if init.suffix == ".pt":
+            for k, v in source.items():
+                torch.testing.assert_close(trainer.model.state_dict()[k], v)
+        else:
+            assert not torch.equal(trainer.model.conv1.weight, Trainer(_tiny_conf(out / "fresh")).model.conv1.weight)
+    conf = _tiny_conf(tmp_path / "c", init=str(tmp_path / "a" / "run" / "last.pt"))
+    conf["model"]["input_norm"] = "pixel"
+    with pytest.raises(ValueError, match="input_norm"):
+        Trainer(conf).run(progress=False)
+
+
+def test_augment_and_nested_overrides(tmp_path):
+    from deepdesc.train import make_augment
+
+    conf = load_config(None, {"run": {"steps": 3}})
+    assert conf["run"]["steps"] == 3 and conf["run"]["val_every"] == 500  # siblings kept
+    path = tmp_path / "c.toml"
+    path.write_text('preset = "hardnet"\n[data.augment]\nblur_sigma = [0.0, 3.0]\nrotation_deg = 5.0\n')
+    conf = load_config(path)
+    aug = make_augment(conf["data"]["augment"])
+    assert aug.blur_sigma == (0.0, 3.0) and aug.rotation_deg == 5.0 and aug.gamma == (0.6, 1.6)
+    with pytest.raises(ValueError, match="unknown data.augment keys"):
+        make_augment({"blurr": 1.0})
