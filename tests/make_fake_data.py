@@ -24,6 +24,21 @@ def fake_patches(n: int, seed: int = 0) -> np.ndarray:
     return rng.integers(1, 256, size=(n, PATCH, PATCH), dtype=np.uint8)
 
 
+def related_patches(n: int, per_point: int, seed: int = 0) -> np.ndarray:
+    """(n, 64, 64) uint8: runs of ``per_point`` views of one smooth random texture per 3D point."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, PATCH, PATCH), np.uint8)
+    for start in range(0, n, per_point):
+        base = cv2.GaussianBlur(rng.uniform(0, 255, (PATCH + 8, PATCH + 8)).astype(np.float32), (0, 0), 2.5)
+        base = (base - base.mean()) / (base.std() + 1e-6)
+        for i in range(start, min(start + per_point, n)):
+            dy, dx = rng.integers(0, 5, 2)
+            view = base[dy : dy + PATCH, dx : dx + PATCH] * rng.uniform(30, 60) + rng.uniform(100, 150)
+            view = view + rng.normal(0, 8, view.shape)
+            out[i] = np.clip(view, 1, 255).astype(np.uint8)
+    return out
+
+
 def write_sheets(folder: Path, patches: np.ndarray) -> list[Path]:
     """Write ``patchesNNNN.bmp`` 1024x1024 8-bit sheets, 16x16 patches row-major, black padding."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,15 +64,18 @@ def make_phototour(
     seed: int = 0,
     info: bool = True,
     interest: bool = True,
+    learnable: bool = False,
 ) -> dict:
     """A PhotoTour set: sheets, ``info.txt``, ``interest.txt`` and ``m50_{n}_{n}_0.txt``.
 
     Consecutive runs of ``patches_per_point`` patches share a 3D point id (as in the real data).
     Half the pairs are positive. Returns patches, point_ids, image_ids and the pairs written.
+    ``learnable``: the patches of one point are views of one smooth texture (shifted, rescaled in
+    contrast, noisy) instead of unrelated noise, so a descriptor can be trained on them.
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
-    patches = fake_patches(n_patches, seed)
+    patches = related_patches(n_patches, patches_per_point, seed) if learnable else fake_patches(n_patches, seed)
     write_sheets(folder, patches)
     point_ids = np.arange(n_patches) // patches_per_point
     image_ids = rng.integers(0, 1000, n_patches)

@@ -451,3 +451,25 @@ def test_augment_and_nested_overrides(tmp_path):
     assert aug.blur_sigma == (0.0, 3.0) and aug.rotation_deg == 5.0 and aug.gamma == (0.6, 1.6)
     with pytest.raises(ValueError, match="unknown data.augment keys"):
         make_augment({"blurr": 1.0})
+
+
+def test_paper_recipe_learns_on_phototour_format_data(tmp_path, monkeypatch):
+    """The paper's preset (hinge loss, r_p = r_n = 8 mining, SGD, per-pixel normalisation) on labelled
+    data in the PhotoTour layout, 3D points held out for validation: FPR95 must fall several-fold."""
+    from deepdesc.train import validation_fpr95, validation_pairs
+
+    from .make_fake_data import make_phototour
+
+    monkeypatch.setenv("DEEPDESC_CACHE", str(tmp_path / "cache"))
+    make_phototour(tmp_path / "liberty", n_patches=1500, patches_per_point=3, learnable=True)
+    overrides = {
+        "data": {"sources": [f"phototour:{tmp_path / 'liberty'}"], "weights": [1.0], "batch_size": 64},
+        "run": {"steps": 20, "val_every": 20, "ckpt_every": 20, "out_dir": str(tmp_path / "run"), "device": "cpu"},
+    }
+    overrides["data"].update(val_pairs=48, num_workers=0)
+    conf = load_config(None, overrides)
+    assert conf["preset"] == "paper" and conf["loss"]["positive_mining"] == conf["loss"]["negative_mining"] == 8
+    trainer = Trainer(conf)
+    before = validation_fpr95(trainer.model, *validation_pairs(conf))
+    summary = trainer.run(progress=False)
+    assert before > 0.3 and summary["last_fpr95"] < 0.3 * before, (before, summary)
