@@ -65,13 +65,23 @@ class Method:
         return cls(label, model=spec, patch_options={k: v for k, v in patch_options.items() if v is not None})
 
     def key(self) -> str:
-        return json.dumps([self.name, self.model, sorted(self.patch_options.items())])
+        """Cache key: the method, its patch options and the SHA-256 of its weights (a retrained model at the
+        same path or name must not reuse the old descriptors)."""
+        weights = None
+        if self.model is not None:
+            from .registry import model_path
+            from .utils import sha256_file
+
+            path = Path(self.model)
+            weights = sha256_file(path if path.is_file() else model_path(self.model))
+        return json.dumps([self.name, self.model, weights, sorted(self.patch_options.items())])
 
 
 class _Describer:
     def __init__(self, method: Method, cache_dir: Path | None):
         self.method = method
         self.cache_dir = cache_dir
+        self.key = method.key() if cache_dir is not None else ""
         self._dd = None
 
     def _deepdesc(self):
@@ -85,7 +95,7 @@ class _Describer:
         """(H, W) float image, (N, 5) keypoints -> (N, D) float32 descriptors (every keypoint kept)."""
         path = None
         if self.cache_dir is not None:
-            digest = hashlib.sha1((self.method.key() + image_id).encode() + kpts.tobytes()).hexdigest()
+            digest = hashlib.sha1((self.key + image_id).encode() + kpts.tobytes()).hexdigest()
             path = self.cache_dir / f"{digest}.npy"
             if path.is_file():
                 return np.load(path)

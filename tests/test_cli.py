@@ -141,6 +141,24 @@ def test_evaluate_on_a_generated_sequence(tmp_path, t7_paths):
     assert cached > 0 and main(argv) == 0 and len(list((out / "cache").glob("*.npy"))) == cached
 
 
+def test_evaluate_cache_key_follows_the_weights(tmp_path, t7_paths):
+    """A model retrained at the same path must not be served the old model's cached descriptors."""
+    import torch
+
+    from deepdesc.evaluate import Method
+    from deepdesc.weights import load_t7, save_safetensors
+
+    model, path = load_t7(t7_paths["split4"]), tmp_path / "m.safetensors"
+    save_safetensors(model, path)
+    before = Method.parse(str(path)).key()
+    assert Method.parse(str(path)).key() == before
+    with torch.no_grad():
+        model.conv1.bias += 1.0
+    save_safetensors(model, path)
+    assert Method.parse(str(path)).key() != before
+    assert Method.parse("sift").key() != Method.parse("sift@16").key()
+
+
 def test_colmap_database_from_a_folder(image_dir, tmp_path, t7_paths):
     pycolmap = pytest.importorskip("pycolmap")
     db = tmp_path / "db.db"
