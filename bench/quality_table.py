@@ -1,4 +1,5 @@
-"""Condense a `deepdesc evaluate` results.json into the README's quality table.
+"""Condense a `deepdesc evaluate` results.json into the README's quality table and the model card's
+per-group tables.
 
     deepdesc evaluate --dataset oxford:../shared/data/eval/oxford --dataset hpatches-seq:../shared/data/eval/hpatches \
         --model sift --model rootsift --model sift@16 --model rootsift@16 --model default \
@@ -29,6 +30,21 @@ def main(path: str) -> None:
         best = max(values)
         cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in values]
         print(f"| {metric} [all] | " + " | ".join(cells) + " |")
+
+    print()
+    groups = ["[viewpoint]", "[zoom+rotation]", "[blur]", "[illumination]", "[all]"]
+    names = " | ".join(g.strip("[]") for g in groups)
+    print(f"| precision@1 | {names} |")
+    print("|---" * (len(groups) + 1) + "|")
+    for m in methods:
+        print(f"| {short[m]} | " + " | ".join(f"{summary[m][g]['precision@1']:.3f}" for g in groups) + " |")
+    print()
+    print(f"| h_acc@3 / h_acc@5, MMA@3 | {names} |")
+    print("|---" * (len(groups) + 1) + "|")
+    for m in methods:
+        rows_m = [summary[m][g] for g in groups]
+        cells = [f"{r['h_acc@3']:.2f} / {r['h_acc@5']:.2f}, {r['mma@3']:.2f}" for r in rows_m]
+        print(f"| {short[m]} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
