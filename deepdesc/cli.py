@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="train a descriptor (see deepdesc/train.py and configs/)")
-    p.add_argument("--config", help="TOML config: preset = 'paper'|'hardnet' plus overriding tables")
+    p.add_argument("--config", help="TOML or YAML config: preset = 'paper'|'hardnet' plus overriding tables")
     p.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from last.pt")
     p.set_defaults(func=_cmd_train)
     return parser

@@ -112,10 +112,29 @@ def _deep_update(base: dict, override: dict) -> dict:
     return out
 
 
+def _read_yaml(path: Path) -> dict:
+    """A YAML config with the same tables as the TOML one (read with ``yaml.safe_load``: no code runs)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError(f"{path}: YAML configs need PyYAML (pip install pyyaml, or deepdesc[train])") from None
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a config must be a mapping of tables (preset, model, ...), not {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
-    """Read a TOML config (``preset`` + tables overriding it) into a full config dict."""
+    """Read a TOML (or ``.yaml``/``.yml``) config (``preset`` + tables overriding it) into a full config dict."""
     raw: dict = {}
-    if path is not None:
+    if path is not None and Path(path).suffix.lower() in (".yaml", ".yml"):
+        raw = _read_yaml(Path(path))
+    elif path is not None:
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
@@ -165,7 +184,12 @@ def _photos(folder: Path) -> list[np.ndarray]:
 @functools.cache
 def _skimage_photos() -> list[np.ndarray]:
     """The natural photographs that ship with scikit-image (grayscale uint8)."""
-    from skimage import color, data, util
+    try:
+        from skimage import color, data, util
+    except ImportError:
+        raise ValueError(
+            "data source 'skimage' needs scikit-image (pip install scikit-image, or deepdesc[train])"
+        ) from None
 
     names = ["astronaut", "camera", "coffee", "chelsea", "rocket", "motorcycle_left", "brick", "grass", "gravel"]
     names += ["immunohistochemistry", "moon", "page", "text", "coins", "retina", "colorwheel", "hubble_deep_field"]

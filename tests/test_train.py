@@ -473,3 +473,20 @@ def test_paper_recipe_learns_on_phototour_format_data(tmp_path, monkeypatch):
     before = validation_fpr95(trainer.model, *validation_pairs(conf))
     summary = trainer.run(progress=False)
     assert before > 0.3 and summary["last_fpr95"] < 0.3 * before, (before, summary)
+
+
+def test_yaml_config_equals_toml(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "hardnet"\n[optim]\nlr = 0.002\n[data.augment]\nblur_sigma = [0.0, 3.0]\n')
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("preset: hardnet\noptim: {lr: 0.002}\ndata:\n  augment: {blur_sigma: [0.0, 3.0]}\n")
+    assert load_config(yaml) == load_config(toml)
+    (tmp_path / "bad.yml").write_text("run: [1, 2\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yml")
+    (tmp_path / "list.yml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(tmp_path / "list.yml")
+    (tmp_path / "code.yml").write_text("run: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ValueError, match="not valid YAML"):  # safe_load: tags that would run code are refused
+        load_config(tmp_path / "code.yml")
