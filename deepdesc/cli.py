@@ -29,14 +29,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .registry import MODELS
-    from .weights import load_t7, save_safetensors
+    from .weights import load_safetensors, load_t7, save_safetensors
 
-    if Path(args.input).suffix == ".pt":  # a deepdesc training checkpoint
-        from .train import model_from_checkpoint
+    extra = {}
+    for item in args.meta or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"deepdesc convert: --meta expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        extra[key] = value
+    suffix = Path(args.input).suffix
+    if suffix in (".pt", ".safetensors"):  # a deepdesc training checkpoint or model: re-labelled copy
+        if suffix == ".pt":
+            from .train import model_from_checkpoint
 
-        model, _ = model_from_checkpoint(args.input)
-        save_safetensors(model, args.output)
-        print(f"wrote {args.output} ({model.info['provenance']})")
+            model, _ = model_from_checkpoint(args.input)
+        else:
+            model = load_safetensors(args.input)
+        save_safetensors(model, args.output, extra)
+        print(f"wrote {args.output} ({model.info.get('provenance', '')})")
         return 0
     model = load_t7(args.input)
     meta = {"provenance": f"converted from {Path(args.input).name} by deepdesc convert"}
@@ -46,7 +57,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         meta.update(name=info.name, training_data=info.trained_on, license=info.license, source_url=info.url or "")
     else:
         meta.update(training_data="unknown", license="unknown (check the source of the .t7 file)")
-    save_safetensors(model, args.output, meta)
+    save_safetensors(model, args.output, {**meta, **extra})
     print(f"wrote {args.output} ({meta['license']})")
     return 0
 
@@ -298,8 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("convert", help="convert an original Torch7 model or a training checkpoint to safetensors")
-    p.add_argument("input", help="CNN3_*.t7 file of the original release, or a deepdesc train checkpoint (.pt)")
+    p.add_argument(
+        "input", help="CNN3_*.t7 file of the original release, a deepdesc train checkpoint (.pt) or .safetensors model"
+    )
     p.add_argument("output", help="output .safetensors file")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata to record in the file (repeat)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("describe-mat", help="describe patches from a MATLAB .mat file (successor of desc.lua)")

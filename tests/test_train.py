@@ -356,6 +356,17 @@ def test_convert_a_checkpoint_to_weights(tmp_path):
         torch.testing.assert_close(model(x), trainer.model.eval()(x))
     (tmp_path / "bad.pt").write_bytes(b"junk")
     assert main(["convert", str(tmp_path / "bad.pt"), str(tmp_path / "x.safetensors")]) == 2
+    # a best-by-validation model re-labelled for packaging: weights and earlier metadata kept, new keys added
+    relabelled = tmp_path / "r.safetensors"
+    argv = ["convert", str(tmp_path / "run" / "best.safetensors"), str(relabelled), "--meta", "name=mine"]
+    assert main([*argv, "--meta", "model_card=docs/x.md"]) == 0
+    model = load_model(relabelled)
+    assert model.info["name"] == "mine" and model.info["model_card"] == "docs/x.md"
+    assert "validation_fpr95" in model.info and model.info["license"] == "MIT"
+    best = load_model(tmp_path / "run" / "best.safetensors")
+    for k, v in best.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    assert main([*argv, "--meta", "novalue"]) == 2
 
 
 def test_paper_preset_runs_and_sets_pixel_normalisation_maps(tmp_path):
