@@ -47,7 +47,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         else:
             model = load_safetensors(args.input)
         save_safetensors(model, args.output, extra)
-        print(f"wrote {args.output} ({model.info.get('provenance', '')})")
+        print(f"wrote {args.output} ({extra.get('provenance', model.info.get('provenance', ''))})")
         return 0
     model = load_t7(args.input)
     meta = {"provenance": f"converted from {Path(args.input).name} by deepdesc convert"}
@@ -71,9 +71,9 @@ def _cmd_describe_mat(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .train import parse_overrides, train
 
-    summary = train(args.config, resume=args.resume)
+    summary = train(args.config, resume=args.resume, overrides=parse_overrides(args.set or []))
     print(json.dumps(summary))
     return 130 if summary["interrupted"] else 0
 
@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a descriptor (see deepdesc/train.py and configs/)")
     p.add_argument("--config", help="TOML or YAML config: preset = 'paper'|'hardnet' plus overriding tables")
     p.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from last.pt")
+    p.add_argument(
+        "--set", action="append", metavar="TABLE.KEY=VALUE", help="override a config value, e.g. optim.lr=0.001"
+    )
     p.set_defaults(func=_cmd_train)
     return parser
 

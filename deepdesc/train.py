@@ -34,7 +34,15 @@ from .losses import hardest_in_batch_triplet_loss, hinge_loss_on, mined_hinge_lo
 from .model import DeepDescNet
 from .utils import atomic_path, resolve_device, shared_dir
 
-__all__ = ["PRESETS", "CheckpointError", "Trainer", "load_config", "model_from_checkpoint", "train"]
+__all__ = [
+    "PRESETS",
+    "CheckpointError",
+    "Trainer",
+    "load_config",
+    "model_from_checkpoint",
+    "parse_overrides",
+    "train",
+]
 
 # The paper's recipe (Simo-Serra et al., ICCV 2015; arXiv:1412.6537 "Fracking Deep Convolutional Image
 # Descriptors"). Where each value comes from -- the paper's method section could not be read where this was
@@ -127,6 +135,32 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a config must be a mapping of tables (preset, model, ...), not {type(raw).__name__}")
     return raw
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optim.lr=0.001", "data.sources=['sheets']"]`` -> nested override dict. Values are read as TOML
+    values (numbers, booleans, strings, arrays); anything TOML cannot read is taken as a plain string."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ValueError(f"--set expects TABLE.KEY=VALUE (e.g. optim.lr=0.001), got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {part!r} is set to a value and used as a table")
+        node[parts[-1]] = value
+    return out
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:

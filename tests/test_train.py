@@ -501,3 +501,26 @@ def test_yaml_config_equals_toml(tmp_path):
     (tmp_path / "code.yml").write_text("run: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ValueError, match="not valid YAML"):  # safe_load: tags that would run code are refused
         load_config(tmp_path / "code.yml")
+
+
+def test_command_line_overrides(tmp_path):
+    from deepdesc.cli import main
+    from deepdesc.train import parse_overrides
+
+    assert parse_overrides(["optim.lr=0.001", "run.out_dir=runs/x", "data.sources=['sheets', 'photos']"]) == {
+        "optim": {"lr": 0.001},
+        "run": {"out_dir": "runs/x"},
+        "data": {"sources": ["sheets", "photos"]},
+    }
+    assert parse_overrides(["run.tensorboard=true", "data.augment.blur_sigma=[0, 3]"]) == {
+        "run": {"tensorboard": True},
+        "data": {"augment": {"blur_sigma": [0, 3]}},
+    }
+    for bad in ("optim.lr", "=3", "optim..lr=1"):
+        with pytest.raises(ValueError, match="TABLE.KEY=VALUE"):
+            parse_overrides([bad])
+    config = _write_config(tmp_path / "c.toml", tmp_path / "run", steps=5)
+    argv = ["train", "--config", str(config), "--set", "run.steps=2", "--set", f"run.out_dir='{tmp_path / 'o'}'"]
+    assert main(argv) == 0
+    assert sorted(_losses(tmp_path / "o")) == [1, 2] and not (tmp_path / "run").exists()
+    assert main(["train", "--config", str(config), "--set", "run.stepz=2"]) == 2  # unknown key: clear error
