@@ -10,35 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepdesc.train import Trainer, load_config
+from deepdesc.train import Trainer
+
+from .test_train import _tiny_conf as _train_conf
 
 STEPS, VAL_EVERY = 4, 2
 
 
 def _tiny_conf(tmp_path: Path, **run) -> dict:
-    return load_config(
-        None,
-        {
-            "preset": "hardnet",
-            "data": {
-                "sources": ["synthetic-noise"],
-                "weights": [1.0],
-                "batch_size": 16,
-                "val_pairs": 64,
-                "num_workers": 0,
-            },
-            "optim": {"lr": 0.05},
-            "run": {
-                "steps": STEPS,
-                "val_every": VAL_EVERY,
-                "ckpt_every": 1000,
-                "out_dir": str(tmp_path / "run"),
-                "device": "cpu",
-                "tensorboard": True,
-                **run,
-            },
-        },
-    )
+    settings = {"steps": STEPS, "val_every": VAL_EVERY, "ckpt_every": 1000, "tensorboard": True, **run}
+    return _train_conf(tmp_path, **settings)
 
 
 def _csv_rows(out: Path) -> list[dict[str, str]]:
