@@ -255,7 +255,10 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
     aug = make_augment(data.get("augment", {}))
     root = shared_dir() / "data" / "train"
     sources, weights = [], []
-    for name, weight in zip(data["sources"], data["weights"]):
+    if len(data["sources"]) != len(data["weights"]):
+        counts = f"{len(data['sources'])} vs {len(data['weights'])}"
+        raise ValueError(f"data.sources and data.weights must have the same length ({counts})")
+    for name, weight in _expand_splits(data["sources"], data["weights"]):
         if name == "sheets":
             sheets = _pick(_split(_sheet_patches(root / "notredame"), every=10), split, name)
             sources.append(SheetPairs(np.concatenate(sheets), augment=aug))
@@ -271,10 +274,36 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
             sources.append(SheetPairs(_noise_patches(64, seed=0 if split == "train" else 1)))
         else:
             raise ValueError(
-                f"unknown data source {name!r}; known: sheets, photos, skimage, phototour:PATH, synthetic-noise"
+                f"unknown data source {name!r}; known: sheets, photos, skimage, phototour:PATH, "
+                "phototour-split1..4:ROOT, synthetic-noise"
             )
         weights.append(float(weight))
     return sources, weights
+
+
+# The original release's training sets (../shared/README.md); the subset of split4 is not published, so
+# phototour-split4 uses all of the three sets.
+PHOTOTOUR_SPLITS = {
+    "split1": ("liberty", "yosemite"),
+    "split2": ("liberty", "notredame"),
+    "split3": ("yosemite", "notredame"),
+    "split4": ("liberty", "notredame", "yosemite"),
+}
+
+
+def _expand_splits(names: list[str], weights: list[float]) -> list[tuple[str, float]]:
+    """``phototour-splitK:ROOT`` -> one ``phototour:ROOT/<set>`` source per set of split K (weight shared)."""
+    out = []
+    for name, weight in zip(names, weights):
+        kind, _, root = name.partition(":")
+        if kind.startswith("phototour-"):
+            sets = PHOTOTOUR_SPLITS.get(kind.removeprefix("phototour-"))
+            if sets is None or not root:
+                raise ValueError(f"unknown data source {name!r}; PhotoTour splits: phototour-split1..4:ROOT")
+            out += [(f"phototour:{Path(root) / s}", float(weight) / len(sets)) for s in sets]
+        else:
+            out.append((name, weight))
+    return out
 
 
 def make_augment(overrides: dict):

@@ -524,3 +524,31 @@ def test_command_line_overrides(tmp_path):
     assert main(argv) == 0
     assert sorted(_losses(tmp_path / "o")) == [1, 2] and not (tmp_path / "run").exists()
     assert main(["train", "--config", str(config), "--set", "run.stepz=2"]) == 2  # unknown key: clear error
+
+
+def test_phototour_split_sources(tmp_path, monkeypatch):
+    """phototour-split1:ROOT trains on ROOT/liberty + ROOT/yosemite (as the original split1 model)."""
+    from deepdesc.train import build_sources
+
+    from .make_fake_data import make_phototour
+
+    monkeypatch.setenv("DEEPDESC_CACHE", str(tmp_path / "cache"))
+    for k, name in enumerate(("liberty", "yosemite")):
+        make_phototour(tmp_path / name, n_patches=90, patches_per_point=3, seed=k)
+    conf = _tiny_conf(tmp_path)
+    conf["data"].update(sources=[f"phototour-split1:{tmp_path}", "synthetic-noise"], weights=[0.5, 0.5])
+    sources, weights = build_sources(conf, "train")
+    assert weights == [0.25, 0.25, 0.5] and len(sources) == 3
+    assert [type(s).__name__ for s in sources] == ["PhotoTourPairs", "PhotoTourPairs", "SheetPairs"]
+    assert len(sources[0].patches) == 90 and sources[1].patches[0].tobytes() != sources[0].patches[0].tobytes()
+    conf["data"]["sources"] = [f"phototour-split2:{tmp_path}"]  # needs notredame, which is missing
+    conf["data"]["weights"] = [1.0]
+    with pytest.raises((ValueError, OSError), match="notredame"):
+        build_sources(conf, "train")
+    for bad in ([f"phototour-split9:{tmp_path}"], ["phototour-split1:"]):
+        conf["data"]["sources"] = bad
+        with pytest.raises(ValueError, match="phototour-split1..4"):
+            build_sources(conf, "train")
+    conf["data"].update(sources=["sheets", "photos"], weights=[1.0])
+    with pytest.raises(ValueError, match="same length"):
+        build_sources(conf, "train")
