@@ -44,6 +44,11 @@ class Augment:
     view_log2_scale: float = 0.7
     view_shear: float = 0.2
     view_perspective: float = 0.0006
+    view_aspect: float = 0.2  # +- octaves of anisotropic scale
+    # Image pairs: detector-like noise on the second view's keypoints (HPatches-style; the evaluation's).
+    kp_position: float = 0.05  # +- fraction of the keypoint size
+    kp_log2_scale: float = 0.15  # +- octaves
+    kp_angle_deg: float = 10.0  # +- degrees
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
@@ -107,7 +112,7 @@ def random_homography(rng: np.random.Generator, width: int, height: int, aug: Au
     scale = 2.0 ** rng.uniform(-aug.view_log2_scale, aug.view_log2_scale * 0.5)
     shear = rng.uniform(-aug.view_shear, aug.view_shear)
     R = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    S = np.diag([scale, scale * 2.0 ** rng.uniform(-0.2, 0.2), 1.0])
+    S = np.diag([scale, scale * 2.0 ** rng.uniform(-aug.view_aspect, aug.view_aspect), 1.0])
     K = np.array([[1, shear, 0], [0, 1, 0], [0, 0, 1.0]])
     P = np.eye(3)
     P[2, :2] = rng.uniform(-aug.view_perspective, aug.view_perspective, 2)
@@ -172,9 +177,10 @@ class ImagePairs:
             src, dst = kpts[idx].copy(), proj[idx].copy()
             # detector-like noise on the second view (HPatches-style geometric noise)
             m = len(idx)
-            dst[:, :2] += rng.uniform(-1, 1, (m, 2)) * dst[:, 2:3] * 0.05
-            dst[:, 2] *= 2.0 ** rng.uniform(-0.15, 0.15, m)
-            dst[:, 3] = (dst[:, 3] + rng.uniform(-10, 10, m)) % 360
+            aug = self.augment
+            dst[:, :2] += rng.uniform(-1, 1, (m, 2)) * dst[:, 2:3] * aug.kp_position
+            dst[:, 2] *= 2.0 ** rng.uniform(-aug.kp_log2_scale, aug.kp_log2_scale, m)
+            dst[:, 3] = (dst[:, 3] + rng.uniform(-aug.kp_angle_deg, aug.kp_angle_deg, m)) % 360
             options = {**self.patch_options, "border": "drop"}  # no invented border content
             pa, kept_a = extract_patches(img, src, **options)
             pp, kept_p = extract_patches(warped, dst, **options)
