@@ -20,6 +20,22 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(
+    timed: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None] = lambda: None
+) -> dict[str, list[float]]:
+    """Wall times in seconds of each variant, measured round-robin (``repeats`` rounds) so that machine noise
+    hits every variant alike; ``sync`` (e.g. ``torch.cuda.synchronize``) runs before and after each call."""
+    times: dict[str, list[float]] = {k: [] for k in timed}
+    for _ in range(repeats):
+        for name, fn in timed.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

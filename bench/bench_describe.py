@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_model
+from _common import cpu_model, interleaved_times
 
 from deepdesc.describe import describe
 from deepdesc.fast import FastDescriber
@@ -164,14 +163,7 @@ def main() -> None:
     for fn in timed.values():  # warm-up: allocator, oneDNN primitive caches, cuDNN autotune
         fn()
         fn()
-    times: dict[str, list[float]] = {k: [] for k in timed}
-    for _ in range(args.repeats):
-        for name, fn in timed.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(timed, args.repeats, sync)
     base = args.patches / statistics.median(times["a) eager fp32 NCHW"])
     print(f"\n{'variant':24s}{'patches/s':>11s}{'x base':>8s}   (median; best)")
     for name, ts in times.items():

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import torch
-from _common import cpu_model
+from _common import cpu_model, interleaved_times
 
 from deepdesc.matching import DEFAULT_CHUNK_SIZE, DEFAULT_COL_CHUNK_SIZE, match_descriptors
 
@@ -93,14 +93,7 @@ def main() -> None:
     same = np.array_equal(results["a) naive cdist (full)"], results["b) match_descriptors"])
     print(f"matches: {len(results['b) match_descriptors'])} (chunked) vs {len(results['a) naive cdist (full)'])} "
           f"(naive); identical: {same}")  # fmt: skip
-    times: dict[str, list[float]] = {k: [] for k in timed}
-    for _ in range(args.repeats):
-        for name, fn in timed.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(timed, args.repeats, sync)
     base = statistics.median(times["a) naive cdist (full)"])
     print(f"\n{'variant':24s}{'median s':>10s}{'pairs/s':>12s}{'x base':>8s}")
     for name, ts in times.items():

@@ -137,13 +137,18 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``["optim.lr=0.001", "data.sources=['sheets']"]`` -> nested override dict. Values are read as TOML
-    values (numbers, booleans, strings, arrays); anything TOML cannot read is taken as a plain string."""
+def _tomllib():
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    return tomllib
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optim.lr=0.001", "data.sources=['sheets']"]`` -> nested override dict. Values are read as TOML
+    values (numbers, booleans, strings, arrays); anything TOML cannot read is taken as a plain string."""
+    tomllib = _tomllib()
     out: dict = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -169,10 +174,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     if path is not None and Path(path).suffix.lower() in (".yaml", ".yml"):
         raw = _read_yaml(Path(path))
     elif path is not None:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
+        tomllib = _tomllib()
         with open(path, "rb") as f:
             try:
                 raw = tomllib.load(f)
