@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from _common import cpu_model, interleaved_times
 
-from deepdesc.describe import describe
-from deepdesc.fast import FastDescriber
-from deepdesc.model import DeepDescNet
+from deepdesc.features.describe import describe
+from deepdesc.nn.cnn3 import DeepDescNet
+from deepdesc.nn.fast import FastDescriber
 from deepdesc.utils import shared_dir
 
 SPLIT4 = "CNN3_p8_n8_split4_073000.t7"
@@ -36,7 +36,7 @@ SPLIT4 = "CNN3_p8_n8_split4_073000.t7"
 def load_model() -> tuple[DeepDescNet, str]:
     path = shared_dir() / "models" / "deepdesc-release" / SPLIT4
     if path.exists():
-        from deepdesc.weights import load_t7
+        from deepdesc.hub.weights import load_t7
 
         return load_t7(path), SPLIT4
     torch.manual_seed(0)
@@ -146,7 +146,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if not args.no_onnx and not cuda:
         try:
-            from deepdesc.export import OnnxDescriber, export_onnx
+            from deepdesc.nn.export import OnnxDescriber, export_onnx
 
             onnx_path = export_onnx(model.cpu(), Path(tmp.name) / "deepdesc.onnx")
             ort = OnnxDescriber(onnx_path)

@@ -10,8 +10,8 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from deepdesc.model import DeepDescNet
-from deepdesc.pipeline import DeepDesc
+from deepdesc.features.extractor import DeepDesc
+from deepdesc.nn.cnn3 import DeepDescNet
 from deepdesc.utils import shared_dir
 
 

@@ -14,10 +14,10 @@ import cv2
 import torch
 from _common import median_time
 
-from deepdesc.describe import describe
-from deepdesc.keypoints import detect_keypoints, load_image
-from deepdesc.model import DeepDescNet
-from deepdesc.patches import extract_patches
+from deepdesc.features.describe import describe
+from deepdesc.features.keypoints import detect_keypoints, load_image
+from deepdesc.features.patches import extract_patches
+from deepdesc.nn.cnn3 import DeepDescNet
 from deepdesc.utils import shared_dir
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from _common import cpu_model, interleaved_times
 
-from deepdesc.matching import DEFAULT_CHUNK_SIZE, DEFAULT_COL_CHUNK_SIZE, match_descriptors
+from deepdesc.matching.nearest_neighbor import DEFAULT_CHUNK_SIZE, DEFAULT_COL_CHUNK_SIZE, match_descriptors
 
 
 def naive_match(d1: torch.Tensor, d2: torch.Tensor, ratio: float) -> np.ndarray:

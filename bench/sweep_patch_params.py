@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from deepdesc.evaluate import Method, evaluate_sequences
+from deepdesc.eval.homography import Method, evaluate_sequences
 from deepdesc.utils import shared_dir
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import copy
 
-from deepdesc.train import load_config, model_from_checkpoint, validation_pairs, validation_scores
-from deepdesc.weights import load_safetensors
+from deepdesc.hub.weights import load_safetensors
+from deepdesc.train.trainer import load_config, model_from_checkpoint, validation_pairs, validation_scores
 
 
 def main() -> None:

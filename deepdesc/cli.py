@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .registry import MODELS, cache_dir, cached
+    from .hub.registry import MODELS, cache_dir, cached
 
     print(f"cache: {cache_dir()}")
     print(f"{'name':<9} {'status':<14} {'trained on':<52} license")
@@ -28,8 +28,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .registry import MODELS
-    from .weights import load_safetensors, load_t7, save_safetensors
+    from .hub.registry import MODELS
+    from .hub.weights import load_safetensors, load_t7, save_safetensors
 
     extra = {}
     for item in args.meta or []:
@@ -41,7 +41,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     suffix = Path(args.input).suffix
     if suffix in (".pt", ".safetensors"):  # a deepdesc training checkpoint or model: re-labelled copy
         if suffix == ".pt":
-            from .train import model_from_checkpoint
+            from .train.trainer import model_from_checkpoint
 
             model, _ = model_from_checkpoint(args.input)
         else:
@@ -63,7 +63,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_describe_mat(args: argparse.Namespace) -> int:
-    from .matlab import describe_mat
+    from .io.matlab import describe_mat
 
     n = describe_mat(args.input, args.output, model=args.model, layout=args.layout)
     print(f"described {n} patches -> {args.output}")
@@ -71,7 +71,7 @@ def _cmd_describe_mat(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import parse_overrides, train
+    from .train.trainer import parse_overrides, train
 
     summary = train(args.config, resume=args.resume, overrides=parse_overrides(args.set or []))
     print(json.dumps(summary))
@@ -102,7 +102,7 @@ def list_images(inputs: Sequence[str]) -> list[tuple[str, Path]]:
 
 
 def _extractor(args: argparse.Namespace):
-    from .pipeline import DeepDesc
+    from .features.extractor import DeepDesc
 
     return DeepDesc(
         model=args.model,
@@ -119,7 +119,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .io_h5 import has_image, write_features
+    from .io.h5 import has_image, write_features
 
     images = list_images(args.images)
     todo = [
@@ -143,9 +143,9 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
-    from .keypoints import load_image
-    from .matching import match_descriptors
-    from .verify import estimate_fundamental, estimate_homography
+    from .features.keypoints import load_image
+    from .matching.nearest_neighbor import match_descriptors
+    from .matching.verify import estimate_fundamental, estimate_homography
 
     dd = _extractor(args)
     images = [load_image(p) for p in (args.image1, args.image2)]
@@ -191,9 +191,9 @@ def _cmd_colmap(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .colmap import export_to_colmap
-    from .matching import match_descriptors
-    from .verify import estimate_fundamental
+    from .io.colmap import export_to_colmap
+    from .matching.nearest_neighbor import match_descriptors
+    from .matching.verify import estimate_fundamental
 
     dd = _extractor(args)
     images = list_images([args.image_dir])
@@ -215,7 +215,7 @@ def _cmd_colmap(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import Method, evaluate_sequences, format_table, plot_results
+    from .eval.homography import Method, evaluate_sequences, format_table, plot_results
     from .utils import atomic_path
 
     out = Path(args.output)
@@ -280,8 +280,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-    from .registry import load_model
+    from .hub.registry import load_model
+    from .nn.export import export_onnx
 
     path = export_onnx(load_model(args.model, device="cpu"), args.output, opset=args.opset)
     print(f"wrote {path}")

@@ -1,9 +1,10 @@
-"""Small shared helpers: atomic writes, device selection, the shared data folder."""
+"""Small shared helpers: atomic writes, verified downloads, device selection, the shared data folder, logging."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_path", "resolve_device", "sha256_file", "shared_dir"]
+__all__ = ["atomic_path", "download_file", "logger", "resolve_device", "sha256_file", "shared_dir"]
+
+logger = logging.getLogger("deepdesc")  # the library logs here; it never prints
 
 
 @contextlib.contextmanager
@@ -57,3 +60,22 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True) -> Path:
+    """Fetch ``url`` (``http(s)://`` or ``file://``) to ``dest`` atomically, checking ``sha256`` (hex).
+
+    Uses :func:`torch.hub.download_url_to_file` (progress bar, digest check). A failed or interrupted
+    transfer or a wrong digest leaves nothing at ``dest``; a wrong digest raises ``ValueError``.
+    """
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        try:
+            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=progress)
+        except RuntimeError as exc:  # torch.hub wraps some transfer errors
+            raise OSError(f"{url}: download failed ({exc})") from None
+        if sha256 is not None:
+            actual = sha256_file(tmp)
+            if actual != sha256.lower():
+                raise ValueError(f"{url}: SHA-256 mismatch (got {actual}, expected {sha256.lower()}); file discarded")
+    return dest

@@ -41,6 +41,6 @@ def t7_paths() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def split4_model(t7_paths):
-    from deepdesc.weights import load_t7
+    from deepdesc.hub.weights import load_t7
 
     return load_t7(t7_paths["split4"])

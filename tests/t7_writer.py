@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 
-from deepdesc.t7 import TorchObject
+from deepdesc.hub.t7 import TorchObject
 
 _STORAGE = {np.dtype("float32"): "Float", np.dtype("float64"): "Double", np.dtype("int64"): "Long"}
 

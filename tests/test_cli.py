@@ -39,8 +39,8 @@ def test_list_images(image_dir, tmp_path):
 
 
 def test_describe_is_resumable(image_dir, tmp_path, t7_paths, capsys):
-    from deepdesc.io_h5 import list_images as h5_images
-    from deepdesc.io_h5 import read_features, write_features
+    from deepdesc.io.h5 import list_images as h5_images
+    from deepdesc.io.h5 import read_features, write_features
 
     out = tmp_path / "feats.h5"
     args = ["describe", str(image_dir / "im0.png"), "-o", str(out), "--model", str(t7_paths["split4"])]
@@ -56,7 +56,7 @@ def test_describe_is_resumable(image_dir, tmp_path, t7_paths, capsys):
     assert sorted(h5_images(out)) == ["im0.png", "im1.png", "im2.png", "sub/im3.jpg"]
     np.testing.assert_array_equal(read_features(out, "im0.png")["descriptors"], first["descriptors"])
     # the pipelined command writes what the plain extractor computes
-    from deepdesc.pipeline import DeepDesc
+    from deepdesc.features.extractor import DeepDesc
 
     direct = DeepDesc(model=str(t7_paths["split4"]), max_keypoints=300).extract(image_dir / "im2.png")
     stored = read_features(out, "im2.png")
@@ -145,8 +145,8 @@ def test_evaluate_cache_key_follows_the_weights(tmp_path, t7_paths):
     """A model retrained at the same path must not be served the old model's cached descriptors."""
     import torch
 
-    from deepdesc.evaluate import Method
-    from deepdesc.weights import load_t7, save_safetensors
+    from deepdesc.eval.homography import Method
+    from deepdesc.hub.weights import load_t7, save_safetensors
 
     model, path = load_t7(t7_paths["split4"]), tmp_path / "m.safetensors"
     save_safetensors(model, path)

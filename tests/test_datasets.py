@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepdesc import metrics
 from deepdesc.datasets import hpatches as hp
 from deepdesc.datasets import phototour as pt
 from deepdesc.datasets.phototour import DatasetFormatError, PhotoTour
+from deepdesc.eval import metrics
 from deepdesc.utils import sha256_file
 
 from .conftest import require_shared
@@ -264,7 +264,7 @@ def test_evaluate_phototour_with_function_and_model(fake_set):
     assert res["dataset"] == "fakeset"
     assert sum(calls) == len(np.unique(np.r_[info["ids1"], info["ids2"]])) and max(calls) <= 16
 
-    from deepdesc.model import DeepDescNet
+    from deepdesc.nn.cnn3 import DeepDescNet
 
     res2 = pt.evaluate_phototour(DeepDescNet(), PhotoTour(folder, cache_dir=cache), info["pairs_name"])
     assert 0.0 <= res2["fpr95"] <= 1.0 and res2["num_pairs"] == 40

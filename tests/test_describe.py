@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from deepdesc import describe
-from deepdesc.model import DeepDescNet
-from deepdesc.weights import load_t7
+from deepdesc.hub.weights import load_t7
+from deepdesc.nn.cnn3 import DeepDescNet
 
 from .conftest import ORIGINAL_MODELS, require_shared
 

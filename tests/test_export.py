@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepdesc.export import OnnxDescriber, export_onnx
-from deepdesc.model import DeepDescNet
+from deepdesc.nn.cnn3 import DeepDescNet
+from deepdesc.nn.export import OnnxDescriber, export_onnx
 
 from .test_fast import oxford_pairs
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepdesc.fast import FastDescriber, default_batch_size
-from deepdesc.model import DeepDescNet
+from deepdesc.nn.cnn3 import DeepDescNet
+from deepdesc.nn.fast import FastDescriber, default_batch_size
 
 from .conftest import require_shared
 
@@ -158,7 +158,7 @@ def test_cuda_fp32_and_fp16(split4_model, real_pairs):
 
 
 def test_fast_describer_cache_follows_weight_changes():
-    from deepdesc.fast import fast_describer
+    from deepdesc.nn.fast import fast_describer
 
     torch.manual_seed(3)
     model = DeepDescNet().eval()
@@ -176,7 +176,7 @@ def test_fast_describer_cache_follows_weight_changes():
 
 
 def test_fast_describer_respects_an_overridden_forward():
-    from deepdesc.fast import fast_describer
+    from deepdesc.nn.fast import fast_describer
 
     class Doubled(DeepDescNet):
         def forward(self, x):

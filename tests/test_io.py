@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 import pytest
 
-from deepdesc import io_h5
-from deepdesc.io_h5 import (
+from deepdesc.io import h5 as io_h5
+from deepdesc.io.h5 import (
     has_image,
     has_matches,
     list_images,
@@ -159,7 +159,7 @@ def test_foreign_groups_without_marker_count_as_complete(tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from deepdesc.io_h5 import write_features, has_image
+    from deepdesc.io.h5 import write_features, has_image
     path = sys.argv[1]
     rng = np.random.default_rng(0)
     written = 0
@@ -270,7 +270,7 @@ def test_export_to_colmap_roundtrip(tmp_path):
     pycolmap = pytest.importorskip("pycolmap")
     import cv2
 
-    from deepdesc.colmap import COLMAP_ORIGIN_SHIFT, descriptors_to_uint8, export_to_colmap
+    from deepdesc.io.colmap import COLMAP_ORIGIN_SHIFT, descriptors_to_uint8, export_to_colmap
 
     rng = np.random.default_rng(5)
     image_dir = tmp_path / "images"
@@ -343,7 +343,7 @@ def test_export_to_colmap_roundtrip(tmp_path):
 
 def test_export_to_colmap_single_camera_and_errors(tmp_path):
     pycolmap = pytest.importorskip("pycolmap")
-    from deepdesc.colmap import export_to_colmap
+    from deepdesc.io.colmap import export_to_colmap
 
     rng = np.random.default_rng(6)
     features = {n: make_features(rng, 10) for n in ["a.jpg", "b.jpg"]}
@@ -373,7 +373,7 @@ def test_export_to_colmap_single_camera_and_errors(tmp_path):
 
 
 def test_descriptors_to_uint8():
-    from deepdesc.colmap import descriptors_to_uint8
+    from deepdesc.io.colmap import descriptors_to_uint8
 
     x = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
     np.testing.assert_array_equal(descriptors_to_uint8(x), [[255, 255, 0], [0, 0, 0], [0, 128, 128]])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdesc.keypoints import (
+from deepdesc.features.keypoints import (
     DEFAULT_KEYPOINT_SIZE,
     detect_keypoints,
     load_image,

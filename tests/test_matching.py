@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from deepdesc.matching import match_descriptors
-from deepdesc.verify import (
+from deepdesc.matching.nearest_neighbor import match_descriptors
+from deepdesc.matching.verify import (
     FUNDAMENTAL_METHODS,
     HOMOGRAPHY_METHODS,
     estimate_fundamental,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from deepdesc.matlab import (
+from deepdesc.io.matlab import (
     describe_mat,
     describe_matlab_array,
     patches_from_matlab,
@@ -257,7 +257,7 @@ def test_describe_mat_cli_matches_library(tmp_path, t7_paths):
 
     from deepdesc import describe
     from deepdesc.cli import main
-    from deepdesc.weights import load_t7
+    from deepdesc.hub.weights import load_t7
 
     rng = np.random.default_rng(5)
     patches = rng.integers(0, 256, (64, 64, 1, 3)).astype(np.float64)

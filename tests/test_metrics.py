@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdesc import metrics as M
+from deepdesc.eval import metrics as M
 
 # d:  0.1  0.2  0.3  0.4
 # y:   1    0    1    0

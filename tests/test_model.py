@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from deepdesc.model import DeepDescNet, LPPool2d, SubtractiveNorm2d, gaussian_kernel
-from deepdesc.t7 import read_t7
-from deepdesc.weights import load_t7
+from deepdesc.hub.t7 import read_t7
+from deepdesc.hub.weights import load_t7
+from deepdesc.nn.cnn3 import DeepDescNet
+from deepdesc.nn.layers import LPPool2d, SubtractiveNorm2d, gaussian_kernel
 
 from .conftest import ORIGINAL_MODELS, require_shared
 from .reference import reference_forward, subtractive_norm

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deepdesc.keypoints import to_keypoint_array, transform_keypoints
-from deepdesc.patches import (
+from deepdesc.features.keypoints import to_keypoint_array, transform_keypoints
+from deepdesc.features.patches import (
     DEFAULT_BLUR_SIGMA,
     DEFAULT_REGION_SCALE,
     ScaleSpace,

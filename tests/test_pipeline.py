@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deepdesc.pipeline import DeepDesc
+from deepdesc.features.extractor import DeepDesc
 
 
 def _textured(size: int = 320, seed: int = 0) -> np.ndarray:
@@ -78,8 +78,8 @@ def test_unknown_option():
 
 @pytest.mark.parametrize("angle, scale", [(30.0, 1.0), (0.0, 0.7), (-50.0, 1.3)])
 def test_matching_recovers_a_known_similarity(dd, angle, scale):
-    from deepdesc.matching import match_descriptors
-    from deepdesc.verify import estimate_homography
+    from deepdesc.matching.nearest_neighbor import match_descriptors
+    from deepdesc.matching.verify import estimate_homography
 
     img = _textured()
     center = (160.0, 160.0)

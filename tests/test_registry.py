@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import deepdesc
-from deepdesc import registry
 from deepdesc.cli import main
-from deepdesc.registry import MODELS, ModelNotAvailableError, load_model
-from deepdesc.weights import ModelFormatError, load_safetensors, load_t7, read_safetensors_metadata
+from deepdesc.hub import registry
+from deepdesc.hub.registry import MODELS, ModelNotAvailableError, load_model
+from deepdesc.hub.weights import ModelFormatError, load_safetensors, load_t7, read_safetensors_metadata
 
 
 @pytest.fixture

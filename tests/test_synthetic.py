@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepdesc.synthetic import Augment, ImagePairs
+from deepdesc.train.synthetic import Augment, ImagePairs
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepdesc.t7 import T7FormatError, TorchObject, parse_t7, read_t7
-from deepdesc.weights import ModelFormatError, load_t7
+from deepdesc.hub.t7 import T7FormatError, TorchObject, parse_t7, read_t7
+from deepdesc.hub.weights import ModelFormatError, load_t7
 
 from .t7_writer import write_t7
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import pr_auc, roc_auc
+from ..eval.metrics import pr_auc, roc_auc
 from .phototour import DatasetFormatError, _read_table
 
 __all__ = [

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_path, sha256_file
+from ..errors import DatasetFormatError
+from ..utils import atomic_path, download_file, sha256_file
 
 __all__ = [
     "DatasetFormatError",
@@ -59,15 +60,6 @@ _DEAD_URLS_NOTE = (
     "pass url= pointing to a mirror you trust (http(s):// or file://), or give PhotoTour a local "
     "folder or archive"
 )
-
-
-class DatasetFormatError(ValueError):
-    """A dataset file does not have the expected layout; the message names the file (and line)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# files
-# --------------------------------------------------------------------------------------------------
 
 
 def list_sheets(folder: str | os.PathLike) -> list[Path]:
@@ -468,23 +460,17 @@ def download_phototour(
         filename = f"{name}.zip"
     archive = dest / filename
     if not (archive.exists() and (sha256 is None or sha256_file(archive) == sha256.lower())):
-        digest = hashlib.sha256()
-        with atomic_path(archive) as tmp, urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
-            if sha256 is not None and digest.hexdigest() != sha256.lower():
-                raise ValueError(f"{url}: SHA-256 mismatch, expected {sha256.lower()}, got {digest.hexdigest()}")
+        download_file(url, archive, sha256, progress=False)
     if not extract:
         return archive
     return _find_set_folder(extract_archive(archive, dest / name))
 
 
 def _describe_fn(model: Any, device: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    from ..model import DeepDescNet
+    from ..nn.cnn3 import DeepDescNet
 
     if isinstance(model, (str, os.PathLike, DeepDescNet)) or model is None:
-        from ..describe import describe
+        from ..features.describe import describe
 
         return lambda patches: describe(patches, model=model, batch_size=batch_size, device=device)
     if not callable(model):
@@ -507,7 +493,7 @@ def evaluate_phototour(
     distinct patch is described once, ``batch_size`` at a time. Returns
     :func:`deepdesc.metrics.brown_protocol`'s dict plus ``dataset`` and ``pairs_file``.
     """
-    from ..metrics import brown_protocol
+    from ..eval.metrics import brown_protocol
 
     ds = root if isinstance(root, PhotoTour) else PhotoTour(root, cache_dir=cache_dir)
     ids1, ids2, labels = ds.pairs(pairs_file)

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .model import PATCH_SIZE, DeepDescNet
-from .utils import atomic_path
+from ..utils import atomic_path
+from .cnn3 import PATCH_SIZE, DeepDescNet
+from .fast import PreparedNet
 
 __all__ = ["OnnxDescriber", "export_onnx"]
 
@@ -36,66 +35,6 @@ def _require(module: str) -> Any:
         raise ImportError(f"ONNX support needs the optional package '{module}': pip install deepdesc[onnx]") from None
 
 
-class _ExportNet(nn.Module):
-    """DeepDescNet's forward for a fixed 64x64 input, written for a lean ONNX graph.
-
-    Same arithmetic as :meth:`DeepDescNet.forward` up to float rounding, but the subtractive
-    normalisation's border coefficients are constants (not recomputed from an all-ones map at
-    run time) and its mean estimator is one channel sum plus a single-channel convolution when
-    the kernel is the same for every plane (as in all Torch7 models).
-    """
-
-    def __init__(self, model: DeepDescNet):
-        super().__init__()
-        self.conf = dict(model.conf)
-        self.convs = nn.ModuleList()
-        self.pool_sizes: list[int] = []
-        self.pool_scales: list[float] = []
-        self.shared: list[bool] = []
-        self.register_buffer("mean", model.mean.detach().clone())
-        self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float())
-        size = PATCH_SIZE
-        pools = (model.pool1, model.pool2, model.pool3)
-        norms = (model.norm1, model.norm2, None)
-        for i, (conv, pool, norm) in enumerate(zip((model.conv1, model.conv2, model.conv3), pools, norms)):
-            new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size)
-            new.load_state_dict(conv.state_dict())
-            self.convs.append(new)
-            self.pool_sizes.append(pool.kernel_size)
-            self.pool_scales.append(float(pool.scale))
-            size = (size - conv.kernel_size[0] + 1) // pool.kernel_size
-            if norm is None:
-                continue
-            w = norm.weight.detach()
-            shared = bool(torch.equal(w, w[:, :1].expand_as(w)))
-            self.shared.append(shared)
-            with torch.no_grad():
-                coef = norm.border_coef(size, size, w)
-            self.register_buffer(f"norm{i}_weight", (w[:, :1] if shared else w).clone())
-            self.register_buffer(f"norm{i}_inv_coef", 1.0 / coef)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conf["input_norm"] == "pixel":
-            x = (x - self.mean) * self.inv_std
-        else:
-            mu = x.mean(dim=(1, 2, 3), keepdim=True)
-            sd = x.std(dim=(1, 2, 3), keepdim=True)
-            x = (x - mu) / (sd + 1.0)
-        for i, conv in enumerate(self.convs):
-            k = self.pool_sizes[i]
-            t = torch.tanh(conv(x))
-            x = torch.sqrt(F.avg_pool2d(t * t, k, k) * self.pool_scales[i])
-            if i < len(self.shared):
-                w = getattr(self, f"norm{i}_weight")
-                pad = w.shape[2] // 2
-                src = x.sum(dim=1, keepdim=True) if self.shared[i] else x
-                x = x - F.conv2d(src, w, padding=pad) * getattr(self, f"norm{i}_inv_coef")
-        x = torch.flatten(x, 1)
-        if self.conf["l2_normalize"]:
-            x = F.normalize(x, dim=1)
-        return x
-
-
 def export_onnx(
     model: DeepDescNet,
     path: str | os.PathLike,
@@ -110,11 +49,12 @@ def export_onnx(
     """
     onnx = _require("onnx")
     path = Path(path)
-    net = _ExportNet(model).cpu().eval()
+    net = PreparedNet(model, device="cpu").eval()  # the fast path's prepared constants, plain ops
     example = torch.full((batch_size, 1, PATCH_SIZE, PATCH_SIZE), 128.0)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter; no onnxscript needed
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape tests on constant buffers
         torch.onnx.export(
             net,
             (example,),

@@ -93,7 +93,7 @@ class DeepDesc:
     def model(self):
         """The descriptor network, loaded on first use."""
         if self._model is None:
-            from .registry import load_model
+            from ..hub.registry import load_model
 
             self._model = load_model(self.conf["model"], device=self.conf["device"])
         return self._model

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import T7FormatError
+
 __all__ = ["T7FormatError", "TorchObject", "read_t7", "parse_t7"]
 
 _NIL, _NUMBER, _STRING, _TABLE, _TORCH, _BOOLEAN = 0, 1, 2, 3, 4, 5
@@ -46,10 +48,6 @@ MAX_DIMS = 16
 MAX_FILE_BYTES = 2**31
 # A tensor may view its storage with zero strides (expand); cap what such a view may materialise.
 MAX_VIEW_ELEMENTS = 1 << 24
-
-
-class T7FormatError(ValueError):
-    """A file is not a readable Torch7 binary file (truncated, corrupt or unexpected)."""
 
 
 @dataclass

@@ -136,7 +136,7 @@ class ImagePairs:
         keypoints_per_image: int = 1500,
         patch_options: dict | None = None,
     ):
-        from .keypoints import detect_keypoints
+        from ..features.keypoints import detect_keypoints
 
         self.augment = augment or Augment()
         self.patch_options = patch_options or {}
@@ -154,8 +154,8 @@ class ImagePairs:
             raise ValueError("ImagePairs needs at least one image with 8 or more keypoints")
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        from .keypoints import transform_keypoints
-        from .patches import extract_patches
+        from ..features.keypoints import transform_keypoints
+        from ..features.patches import extract_patches
 
         out_a, out_p, total, attempts = [], [], 0, 0
         while total < n:

@@ -13,10 +13,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import DeepDescNet
-from .utils import atomic_path, resolve_device, sha256_file
+from ..errors import ModelNotAvailableError
+from ..nn.cnn3 import DeepDescNet
+from ..utils import download_file, resolve_device, sha256_file
+from .weights import load_safetensors, load_t7
 
-__all__ = ["MODELS", "ModelInfo", "ModelNotAvailableError", "cache_dir", "download", "load_model", "model_path"]
+__all__ = ["MODELS", "ModelInfo", "ModelNotAvailableError", "cache_dir", "load_model", "model_path"]
 
 _RELEASE = "https://github.com/etrulls/deepdesc-release/raw/master/models/"
 _ORIGINAL_LICENSE = "CC BY-NC-SA 4.0 (Edgar Simo-Serra, Eduard Trulls)"
@@ -85,39 +87,13 @@ MODELS: dict[str, ModelInfo] = {
 }
 
 
-class ModelNotAvailableError(RuntimeError):
-    """A named model is not in the cache and cannot be downloaded (or does not exist yet)."""
-
-
 def cache_dir() -> Path:
     """Where downloaded models live: ``$DEEPDESC_CACHE`` or ``~/.cache/deepdesc``."""
     return Path(os.environ.get("DEEPDESC_CACHE") or Path.home() / ".cache" / "deepdesc")
 
 
 def _packaged(filename: str) -> Path:
-    return Path(__file__).resolve().parent / "weights" / filename
-
-
-def download(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True) -> Path:
-    """Fetch ``url`` (``http(s)://`` or ``file://``) to ``dest`` atomically, checking ``sha256``.
-
-    A failed or interrupted transfer or a wrong digest leaves nothing at ``dest``.
-    """
-    from tqdm.auto import tqdm
-
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-        if sha256 is not None:
-            actual = sha256_file(tmp)
-            if actual != sha256:
-                raise ValueError(f"{url}: SHA-256 mismatch (got {actual}, expected {sha256}); file discarded")
-    return dest
+    return Path(__file__).resolve().parent / "pretrained" / filename
 
 
 def model_path(name: str, download_missing: bool = True) -> Path:
@@ -143,7 +119,7 @@ def model_path(name: str, download_missing: bool = True) -> Path:
     if not download_missing:
         raise ModelNotAvailableError(f"model {name!r} is not in the cache ({path})")
     try:
-        return download(info.url, path, info.sha256)
+        return download_file(info.url, path, info.sha256)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ModelNotAvailableError(
@@ -163,8 +139,6 @@ def cached(name: str) -> bool:
 def load_model(name_or_path: str | os.PathLike = "default", device: str = "auto") -> DeepDescNet:
     """Load a model by registry name (``split1``..``split4``, ``default``) or from a ``.t7`` /
     ``.safetensors`` path, in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``)."""
-    from .weights import load_safetensors, load_t7
-
     if isinstance(name_or_path, DeepDescNet):
         return name_or_path.to(resolve_device(device)).eval()
     text = str(name_or_path)
@@ -185,4 +159,4 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str = "auto"
 def copy_into_cache(path: str | os.PathLike, name: str) -> Path:
     """Install a local copy of registry model ``name`` into the cache, verifying its digest."""
     info = MODELS[name]
-    return download(Path(path).resolve().as_uri(), cache_dir() / info.filename, info.sha256, progress=False)
+    return download_file(Path(path).resolve().as_uri(), cache_dir() / info.filename, info.sha256, progress=False)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .utils import atomic_path
+from ..utils import atomic_path
 
 __all__ = [
     "LAYOUTS",
@@ -276,7 +276,7 @@ def describe_mat(
     ``model``: a registry name, a .t7/.safetensors path or a loaded model. ``version``: MAT-file
     version of the output, ``None`` for the same as the input. Returns the number of patches.
     """
-    from .describe import DEFAULT_BATCH_SIZE, describe
+    from ..features.describe import DEFAULT_BATCH_SIZE, describe
 
     version = mat_version(in_path) if version is None else _normalize_version(version)
     patches = read_mat_patches(in_path, variable=variable, layout=layout)
@@ -297,7 +297,7 @@ def describe_matlab_array(
     array arrives MATLAB-indexed; ``layout`` is as in :func:`read_mat_patches`. Load the model
     once (``net = py.deepdesc.load_model("split4")``) and pass it as ``model`` for speed.
     """
-    from .describe import DEFAULT_BATCH_SIZE, describe
+    from ..features.describe import DEFAULT_BATCH_SIZE, describe
 
     x = patches_from_matlab(np.asarray(patches), layout, source="MATLAB array")
     return descriptors_to_matlab(describe(x, model=model, batch_size=batch_size or DEFAULT_BATCH_SIZE))

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fast import fast_describer
-from .model import PATCH_SIZE, DeepDescNet
+from ..nn.cnn3 import PATCH_SIZE, DeepDescNet
+from ..nn.fast import fast_describer
 
 __all__ = ["describe", "as_patch_tensor"]
 
@@ -73,7 +73,7 @@ def describe(
     Returns the same kind as the input: a numpy array, or a tensor on the input's device.
     Patches are processed ``batch_size`` at a time so memory stays bounded for any N.
     """
-    from .registry import load_model
+    from ..hub.registry import load_model
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")

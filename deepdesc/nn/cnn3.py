@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DeepDescNet", "LPPool2d", "SubtractiveNorm2d", "default_conf", "gaussian_kernel"]
+from .layers import INPUT_NORMS, LPPool2d, SubtractiveNorm2d, gaussian_kernel, normalize_patches
+
+__all__ = ["PATCH_SIZE", "DeepDescNet", "default_conf"]
 
 PATCH_SIZE = 64
 
@@ -43,70 +45,11 @@ default_conf: dict[str, Any] = {
 }
 
 
-def gaussian_kernel(size: int = 5, sigma_fraction: float = 0.25) -> torch.Tensor:
-    """Torch7 ``image.gaussian(size)``: peak 1, sigma = ``sigma_fraction * size`` px. (size, size)."""
-    x = torch.arange(1, size + 1, dtype=torch.float64)
-    center = (size + 1) / 2
-    g = torch.exp(-0.5 * ((x - center) / (sigma_fraction * size)) ** 2)
-    return torch.outer(g, g).float()
-
-
-class LPPool2d(nn.Module):
-    """Torch7 ``SpatialLPPooling`` with p = 2 as stored in the models. (B, C, H, W) -> (B, C, H/k, W/k).
-
-    ``sqrt(scale * avg_pool(x^2))`` with the stored ``scale`` (= k*k) and non-overlapping windows;
-    trailing rows/columns that do not fill a window are dropped (floor mode).
-    """
-
-    def __init__(self, kernel_size: int, scale: float | None = None):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.scale = float(kernel_size * kernel_size if scale is None else scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_size
-        return torch.sqrt(F.avg_pool2d(x * x, k, k) * self.scale)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, scale={self.scale:g}"
-
-
-class SubtractiveNorm2d(nn.Module):
-    """Torch7 ``SpatialSubtractiveNormalization`` with a 2-D kernel. (B, C, H, W) -> (B, C, H, W).
-
-    Subtracts a local mean taken over a kernel-weighted neighbourhood *and across all planes*:
-    ``local = sum_c conv(zero_pad(x_c), w_c)`` with ``w = kernel / (kernel.sum() * C)``. Near the
-    border the zero padding biases that mean towards 0, so Torch7 divides it by ``coef``, the same
-    filter applied to an all-ones input (1 inside, less than 1 within ``k//2`` of the border).
-    """
-
-    def __init__(self, channels: int, kernel: torch.Tensor | None = None):
-        super().__init__()
-        kernel = gaussian_kernel() if kernel is None else torch.as_tensor(kernel, dtype=torch.float32)
-        if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-            raise ValueError(f"subtractive normalisation needs an odd 2-D kernel, got {tuple(kernel.shape)}")
-        weight = (kernel / (kernel.sum() * channels)).expand(1, channels, *kernel.shape)
-        self.register_buffer("weight", weight.contiguous())
-
-    @property
-    def padding(self) -> tuple[int, int]:
-        return self.weight.shape[2] // 2, self.weight.shape[3] // 2
-
-    def border_coef(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-        """The filter's response to an all-ones map, (1, 1, H, W)."""
-        ones = torch.ones(1, self.weight.shape[1], height, width, dtype=like.dtype, device=like.device)
-        return F.conv2d(ones, self.weight.to(like.dtype), padding=self.padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        local = F.conv2d(x, self.weight.to(x.dtype), padding=self.padding)
-        return x - local / self.border_coef(x.shape[2], x.shape[3], x)
-
-
 class DeepDescNet(nn.Module):
     """DeepDesc descriptor network. (B, 1, 64, 64) float intensities in 0..255 -> (B, 128) float.
 
     ``conf`` overrides keys of :data:`default_conf`. Input normalisation lives inside the model:
-    pass raw intensities. Use :meth:`describe` for numpy/uint8 input, batching and validation.
+    pass raw intensities. Use :func:`deepdesc.describe` for numpy/uint8 input, batching and validation.
     """
 
     def __init__(self, conf: dict[str, Any] | None = None):
@@ -115,8 +58,8 @@ class DeepDescNet(nn.Module):
         c1, c2, c3 = self.conf["channels"]
         k1, k2, k3 = self.conf["kernel_sizes"]
         p1, p2, p3 = self.conf["pool_sizes"]
-        if self.conf["input_norm"] not in ("pixel", "patch"):
-            raise ValueError(f"input_norm must be 'pixel' or 'patch', got {self.conf['input_norm']!r}")
+        if self.conf["input_norm"] not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.conf['input_norm']!r}")
         size = PATCH_SIZE
         for k, p in zip((k1, k2, k3), (p1, p2, p3)):
             size = (size - k + 1) // p
@@ -144,11 +87,7 @@ class DeepDescNet(nn.Module):
 
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 64, 64) raw intensities -> the network's normalised input."""
-        if self.conf["input_norm"] == "pixel":
-            return (x - self.mean) / self.std
-        mu = x.mean(dim=(1, 2, 3), keepdim=True)
-        sd = x.std(dim=(1, 2, 3), keepdim=True)
-        return (x - mu) / (sd + 1.0)
+        return normalize_patches(x, self.conf["input_norm"], self.mean, 1.0 / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalize_input(x)
@@ -159,12 +98,6 @@ class DeepDescNet(nn.Module):
         if self.conf["l2_normalize"]:
             x = F.normalize(x, dim=1)
         return x
-
-    def describe(self, patches: Any, **kwargs: Any) -> Any:
-        """Describe patches; see :func:`deepdesc.describe`."""
-        from .describe import describe
-
-        return describe(patches, model=self, **kwargs)
 
     def num_flops(self) -> int:
         """Multiply-accumulates x 2 of the convolutions for one 64x64 patch."""

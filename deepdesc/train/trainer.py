@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
+from ..nn.cnn3 import DeepDescNet
+from ..utils import atomic_path, resolve_device, shared_dir
 from .losses import hardest_in_batch_triplet_loss, hinge_loss_on, mined_hinge_loss, select_hardest_pairs
-from .model import DeepDescNet
-from .utils import atomic_path, resolve_device, shared_dir
 
 __all__ = [
     "PRESETS",
@@ -91,10 +92,6 @@ HARDNET["optim"] = {"kind": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1
 HARDNET["data"]["batch_size"] = 256
 HARDNET["run"]["out_dir"] = "runs/hardnet"
 PRESETS = {"paper": PAPER, "hardnet": HARDNET}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, corrupt or from an incompatible run."""
 
 
 def _merge(base: dict, override: dict, where: str = "") -> dict:
@@ -323,7 +320,7 @@ def make_augment(overrides: dict):
 
 def _phototour_source(root: str, split: str):
     """Labelled PhotoTour set at ``root`` (Brown layout with info.txt); every 10th 3D point is validation."""
-    from .datasets.phototour import PhotoTour
+    from ..datasets.phototour import PhotoTour
     from .synthetic import PhotoTourPairs
 
     data = PhotoTour(root)
@@ -374,7 +371,7 @@ def validation_scores(
     * ``precision_at_1``: fraction of anchors whose nearest of the V positives is their own (higher is
       better). It keeps moving long after FPR95 has flattened, so it can pick a checkpoint.
     """
-    from .metrics import fpr95
+    from ..eval.metrics import fpr95
 
     was_training = model.training
     model.eval()
@@ -521,7 +518,7 @@ class Trainer:
         self.step, self.best = step, best
 
     def save_model(self, name: str, scores: dict[str, float]) -> Path:
-        from .weights import save_safetensors
+        from ..hub.weights import save_safetensors
 
         meta = {
             "provenance": f"deepdesc train, preset {self.conf['preset']}, step {self.step}",
@@ -544,7 +541,7 @@ class Trainer:
 
     def _init_weights(self, path: str) -> None:
         """Start from the network weights of an earlier run (fine-tuning); optimiser and schedule start fresh."""
-        from .weights import load_safetensors
+        from ..hub.weights import load_safetensors
 
         model = load_safetensors(path) if str(path).endswith(".safetensors") else model_from_checkpoint(path)[0]
         for key in ("input_norm", "l2_normalize"):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .utils import resolve_device
+from ..utils import resolve_device
 
 __all__ = ["match_descriptors", "DEFAULT_CHUNK_SIZE", "DEFAULT_COL_CHUNK_SIZE"]
 

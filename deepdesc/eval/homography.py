@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .keypoints import detect_keypoints, load_image, to_cv_keypoints, transform_keypoints
+from ..features.keypoints import detect_keypoints, load_image, to_cv_keypoints, transform_keypoints
 
 __all__ = ["Method", "evaluate_sequences", "format_table", "SEQUENCE_GROUPS"]
 
@@ -69,8 +69,8 @@ class Method:
         same path or name must not reuse the old descriptors)."""
         weights = None
         if self.model is not None:
-            from .registry import model_path
-            from .utils import sha256_file
+            from ..hub.registry import model_path
+            from ..utils import sha256_file
 
             path = Path(self.model)
             weights = sha256_file(path if path.is_file() else model_path(self.model))
@@ -86,7 +86,7 @@ class _Describer:
 
     def _deepdesc(self):
         if self._dd is None:
-            from .pipeline import DeepDesc
+            from ..features.extractor import DeepDesc
 
             self._dd = DeepDesc(model=self.method.model, border="replicate", **self.method.patch_options)
         return self._dd
@@ -108,7 +108,7 @@ class _Describer:
             desc, kept = self._deepdesc().describe_keypoints(image, kpts)
             assert len(kept) == len(kpts)
         if path is not None:
-            from .utils import atomic_path
+            from ..utils import atomic_path
 
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, desc)
@@ -171,10 +171,10 @@ def evaluate_sequences(
     """Run the protocols (module docstring) -> ``{method: {sequence: {metric: value}}}`` plus per-pair rows."""
     from tqdm.auto import tqdm
 
-    from .datasets.hpatches import load_hpatches_sequence
-    from .matching import match_descriptors
+    from ..datasets.hpatches import load_hpatches_sequence
+    from ..matching.nearest_neighbor import match_descriptors
+    from ..matching.verify import estimate_homography
     from .metrics import homography_corner_error, matching_score, mean_matching_accuracy
-    from .verify import estimate_homography
 
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:

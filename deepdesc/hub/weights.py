@@ -15,17 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .model import DeepDescNet
-from .t7 import T7FormatError, TorchObject, read_t7
-from .utils import atomic_path
+from ..errors import ModelFormatError, T7FormatError
+from ..nn.cnn3 import DeepDescNet
+from ..utils import atomic_path
+from .t7 import TorchObject, read_t7
 
 __all__ = ["ModelFormatError", "load_safetensors", "load_t7", "save_safetensors"]
 
 FORMAT_TAG = "deepdesc"
-
-
-class ModelFormatError(ValueError):
-    """A model file is unreadable or does not hold the network deepdesc expects."""
 
 
 def _seq(obj: Any) -> list:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .utils import atomic_path
+from ..utils import atomic_path
 
 __all__ = ["export_to_colmap", "descriptors_to_uint8", "COLMAP_ORIGIN_SHIFT"]
 

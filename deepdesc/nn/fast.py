@@ -32,14 +32,14 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .model import PATCH_SIZE, DeepDescNet, SubtractiveNorm2d
+from .cnn3 import PATCH_SIZE, DeepDescNet
+from .layers import border_coefficient, normalize_patches, shared_kernel, subtractive_norm, tanh_l2_pool
 
-__all__ = ["FastDescriber", "PRECISIONS", "default_batch_size", "fast_describer"]
+__all__ = ["FastDescriber", "PRECISIONS", "PreparedNet", "default_batch_size", "fast_describer"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _CL = torch.channels_last
@@ -88,58 +88,72 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
         return pool
 
 
-class _Layer:
-    """One conv -> tanh -> L2 pool (-> subtractive norm) stage with its prepared tensors."""
+class PreparedNet(torch.nn.Module):
+    """DeepDescNet's arithmetic with its constants prepared once. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
 
-    def __init__(self, conv: torch.nn.Conv2d, pool: Any, norm: SubtractiveNorm2d | None, dtype, device, sigmoid: bool):
-        self.sigmoid = sigmoid
-        scale = 2.0 if sigmoid else 1.0  # conv computes 2y so that tanh(y) = 2 sigmoid(2y) - 1
-        self.weight = (conv.weight.detach() * scale).to(device=device, dtype=dtype).contiguous(memory_format=_CL)
-        self.bias = (conv.bias.detach() * scale).to(device=device, dtype=dtype)
-        self.k = pool.kernel_size
-        # sqrt(scale * mean(t^2)) = sqrt(factor * sum(t^2)); the sigmoid form adds a factor 4.
-        self.pool_factor = float(pool.scale) / (self.k * self.k) * (4.0 if sigmoid else 1.0)
-        self.norm_weight: torch.Tensor | None = None  # per plane, or one plane when all are equal
-        self.norm_full: torch.Tensor | None = None  # (1, C, k, k): for the border coefficients
-        self._coef: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
-        if norm is not None:
-            w = norm.weight.detach()
-            # Torch7 replicates one kernel over all planes: sum the planes, convolve once.
-            self.shared = bool(torch.equal(w, w[:, :1].expand_as(w)))
-            self.norm_weight = (w[:, :1] if self.shared else w).to(device=device, dtype=torch.float32).contiguous()
-            self.norm_full = w.to(device=device, dtype=torch.float32).contiguous()
-            self.pad = (w.shape[2] // 2, w.shape[3] // 2)
+    The layers are the functions of :mod:`deepdesc.nn.layers`; what differs from ``model.forward`` is
+    prepared here, not re-implemented: border coefficients are constants for the fixed 64x64 input, the
+    subtractive normalisation's kernel is shared across planes when it is (all Torch7 models), and
+    optionally the convolutions run in ``conv_dtypes``, ``tanh`` goes through the sigmoid (``via_sigmoid``,
+    the factor 2 folded exactly into the weights), ops run in place (``inplace``, inference only) and the
+    maps are channels-last (``channels_last``). :class:`FastDescriber` and the ONNX export both use it.
+    """
 
-    def coef(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-        """``1 / border_coef`` for an (H, W) map, cached per size and dtype."""
-        key = (height, width, like.dtype)
-        if key not in self._coef:
-            assert self.norm_full is not None
-            ones = torch.ones(1, self.norm_full.shape[1], height, width, device=like.device)
-            coef = F.conv2d(ones, self.norm_full.to(like.device), padding=self.pad)
-            self._coef[key] = (1.0 / coef).to(like.dtype)
-        return self._coef[key]
+    def __init__(
+        self,
+        model: DeepDescNet,
+        device: torch.device | str | None = None,
+        conv_dtypes: tuple[torch.dtype, torch.dtype, torch.dtype] = (torch.float32,) * 3,
+        act_dtype: torch.dtype = torch.float32,
+        via_sigmoid: bool = False,
+        inplace: bool = False,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        device = torch.device(device) if device is not None else model.device
+        self.conf = dict(model.conf)
+        self.act_dtype = act_dtype
+        self.via_sigmoid, self.inplace, self.channels_last = via_sigmoid, inplace, channels_last
+        layout = _CL if channels_last else torch.contiguous_format
+        factor = 2.0 if via_sigmoid else 1.0  # the conv computes 2y so that tanh(y) = 2 sigmoid(2y) - 1
+        self.pools: list[tuple[int, float]] = []
+        self.has_norm: list[bool] = []
+        size = PATCH_SIZE
+        stages = ((model.conv1, model.pool1, model.norm1), (model.conv2, model.pool2, model.norm2))
+        stages += ((model.conv3, model.pool3, None),)
+        with torch.no_grad():
+            self.register_buffer("mean", model.mean.detach().to(device, torch.float32).clone())
+            self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float().to(device))
+            for i, (conv, pool, norm) in enumerate(stages):
+                weight = (conv.weight.detach() * factor).to(device=device, dtype=conv_dtypes[i])
+                self.register_buffer(f"weight{i}", weight.contiguous(memory_format=layout))
+                self.register_buffer(f"bias{i}", (conv.bias.detach() * factor).to(device=device, dtype=conv_dtypes[i]))
+                self.pools.append((pool.kernel_size, float(pool.scale)))
+                size = (size - conv.kernel_size[0] + 1) // pool.kernel_size
+                self.has_norm.append(norm is not None)
+                if norm is not None:
+                    w = norm.weight.detach().to(device, torch.float32)
+                    self.register_buffer(f"norm{i}", shared_kernel(w).to(act_dtype))
+                    self.register_buffer(f"inv_coef{i}", (1.0 / border_coefficient(w, size, size)).to(act_dtype))
 
-    def __call__(self, x: torch.Tensor, act_dtype: torch.dtype) -> torch.Tensor:
-        y = F.conv2d(x.to(self.weight.dtype), self.weight, self.bias)
-        if y.dtype != act_dtype:
-            y = y.to(act_dtype)
-        k = self.k
-        if self.sigmoid:
-            # sum over the window of tanh(y)^2 = 4 * sum((sigmoid(2y) - 1/2)^2)
-            y = y.sigmoid_().sub_(0.5)
-        else:
-            y = y.tanh_()
-        y = F.avg_pool2d(y.mul_(y), k, k, divisor_override=1)
-        y = y.mul_(self.pool_factor).sqrt_() if self.pool_factor != 1.0 else y.sqrt_()
-        if self.norm_weight is None:
-            return y
-        w = self.norm_weight.to(y.dtype)
-        if self.shared:
-            local = F.conv2d(y.sum(1, keepdim=True), w, padding=self.pad)
-        else:
-            local = F.conv2d(y, w, padding=self.pad)
-        return y.sub_(local.mul_(self.coef(y.shape[2], y.shape[3], y)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize_patches(x.float(), self.conf["input_norm"], self.mean, self.inv_std)
+        if self.channels_last:
+            # NHWC strides (.contiguous(memory_format=channels_last) is a no-op for one channel, and
+            # oneDNN would then produce NCHW maps).
+            x = x.reshape(x.shape[0], PATCH_SIZE, PATCH_SIZE, 1).permute(0, 3, 1, 2)
+        x = x.to(self.act_dtype)
+        for i, (k, scale) in enumerate(self.pools):
+            weight = getattr(self, f"weight{i}")
+            y = F.conv2d(x.to(weight.dtype), weight, getattr(self, f"bias{i}"))
+            y = tanh_l2_pool(y.to(self.act_dtype), k, scale, via_sigmoid=self.via_sigmoid, inplace=self.inplace)
+            if self.has_norm[i]:
+                y = subtractive_norm(y, getattr(self, f"norm{i}"), getattr(self, f"inv_coef{i}"), inplace=self.inplace)
+            x = y
+        x = x.flatten(1).float()
+        if self.conf["l2_normalize"]:
+            x = F.normalize(x, dim=1)
+        return x
 
 
 class FastDescriber:
@@ -173,42 +187,24 @@ class FastDescriber:
         self.descriptor_size = model.descriptor_size
         cuda = self.device.type == "cuda"
         # Activations: float32, except fp16 on CUDA. Convolutions: bf16 for conv2/conv3 on bf16.
-        self.act_dtype = torch.float16 if precision == "fp16" else torch.float32
         conv_dtypes = {
             "fp32": (torch.float32,) * 3,
             "bf16": (torch.float32, torch.bfloat16, torch.bfloat16),
             "fp16": (torch.float16,) * 3,
         }[precision]
-        sigmoid = not cuda  # on CUDA tanh is as cheap as sigmoid: keep the direct form
-        with torch.no_grad():
-            self.mean = model.mean.detach().to(self.device, torch.float32)
-            self.inv_std = (1.0 / model.std.detach().double()).float().to(self.device)
-            self.layers = [
-                _Layer(model.conv1, model.pool1, model.norm1, conv_dtypes[0], self.device, sigmoid),
-                _Layer(model.conv2, model.pool2, model.norm2, conv_dtypes[1], self.device, sigmoid),
-                _Layer(model.conv3, model.pool3, None, conv_dtypes[2], self.device, sigmoid),
-            ]
-        with torch.inference_mode():  # fills the border-coefficient caches before threads share them
-            self.forward(torch.zeros(1, 1, PATCH_SIZE, PATCH_SIZE, device=self.device))
+        self.net = PreparedNet(
+            model,
+            self.device,
+            conv_dtypes,
+            act_dtype=torch.float16 if precision == "fp16" else torch.float32,
+            via_sigmoid=not cuda,  # on CUDA tanh is as cheap as sigmoid: keep the direct form
+            inplace=True,
+            channels_last=True,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One batch, no chunking. (B, 1, 64, 64) on ``device`` -> (B, 128) float32."""
-        x = x.to(self.device, torch.float32, non_blocking=True)
-        if self.conf["input_norm"] == "pixel":
-            x = (x - self.mean).mul_(self.inv_std)
-        else:
-            mu = x.mean(dim=(1, 2, 3), keepdim=True)
-            sd = x.std(dim=(1, 2, 3), keepdim=True)
-            x = (x - mu) / (sd + 1.0)
-        # NHWC strides (.contiguous(memory_format=channels_last) is a no-op for one channel, and
-        # oneDNN would then produce NCHW maps).
-        x = x.to(self.act_dtype).reshape(x.shape[0], PATCH_SIZE, PATCH_SIZE, 1).permute(0, 3, 1, 2)
-        for layer in self.layers:
-            x = layer(x, self.act_dtype)
-        x = x.flatten(1).float()
-        if self.conf["l2_normalize"]:
-            x = F.normalize(x, dim=1)
-        return x
+        return self.net(x.to(self.device, non_blocking=True))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (1, PATCH_SIZE, PATCH_SIZE):
