@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-cpu.txt -e ".[dev,colmap,onnx]"
+	$(PY) -m pip install -q -r requirements-cpu.txt -e ".[dev]"
 
 test: install
 	$(PY) -m ruff check .

@@ -10,17 +10,17 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from deepdesc.features.extractor import DeepDesc
+from deepdesc.features.extractor import Extractor
 from deepdesc.nn.cnn3 import DeepDescNet
 from deepdesc.utils import shared_dir
 
 
-def sequential(dd: DeepDesc, paths: list) -> None:
+def sequential(dd: Extractor, paths: list) -> None:
     for path in paths:
         dd.extract(path)
 
 
-def pipelined(dd: DeepDesc, paths: list) -> None:
+def pipelined(dd: Extractor, paths: list) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(dd.prepare, paths[0])
         for i in range(len(paths)):
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     root = shared_dir() / "data/eval/oxford"
     paths = sorted((root / "graf").glob("img*.ppm")) + sorted((root / "bikes").glob("img*.ppm"))
-    dd = DeepDesc(model=DeepDescNet().eval(), max_keypoints=args.max_keypoints)  # weights do not change the cost
+    dd = Extractor(model=DeepDescNet().eval(), max_keypoints=args.max_keypoints)  # weights do not change the cost
     dd.extract(paths[0])  # warm-up
     results = {}
     for name, fn in (("sequential", sequential), ("pipelined", pipelined)):

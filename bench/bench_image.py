@@ -15,7 +15,8 @@ import torch
 from _common import median_time
 
 from deepdesc.features.describe import describe
-from deepdesc.features.keypoints import detect_keypoints, load_image
+from deepdesc.features.image import load_image
+from deepdesc.features.keypoints import detect_keypoints
 from deepdesc.features.patches import extract_patches
 from deepdesc.nn.cnn3 import DeepDescNet
 from deepdesc.utils import shared_dir

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 from _common import median_time
 
-from deepdesc.features.keypoints import detect_keypoints, load_image
+from deepdesc.features.image import load_image
+from deepdesc.features.keypoints import detect_keypoints
 from deepdesc.features.patches import DEFAULT_REGION_SCALE, extract_patches
 from deepdesc.utils import shared_dir
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "download_file", "logger", "resolve_device", "sha256_file", "shared_dir"]
+__all__ = ["atomic_path", "download_file", "logger", "optional_import", "resolve_device", "sha256_file", "shared_dir"]
 
 logger = logging.getLogger("deepdesc")  # the library logs here; it never prints
 
@@ -79,3 +81,11 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
             if actual != sha256.lower():
                 raise ValueError(f"{url}: SHA-256 mismatch (got {actual}, expected {sha256.lower()}); file discarded")
     return dest
+
+
+def optional_import(module: str, extra: str, purpose: str) -> Any:
+    """Import an optional dependency, or raise ``ImportError`` saying which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{purpose} needs the optional package '{module}': pip install 'deepdesc[{extra}]'") from None

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .utils import atomic_path
+from .utils import atomic_path, optional_import
 
 __all__ = ["plot_matches", "side_by_side"]
 
@@ -62,6 +62,7 @@ def plot_matches(
     green, outliers red, and without a mask all matches are cyan. The figure has the canvas' pixel size at
     ``dpi``; the PNG is written atomically.
     """
+    optional_import("matplotlib", "viz", "drawing matches")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deepdesc.cli import list_images, main
+from deepdesc.cli import main
+from deepdesc.features.image import list_images
 
 
 def _camera(angle: float = 0.0, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,9 +57,9 @@ def test_describe_is_resumable(image_dir, tmp_path, t7_paths, capsys):
     assert sorted(h5_images(out)) == ["im0.png", "im1.png", "im2.png", "sub/im3.jpg"]
     np.testing.assert_array_equal(read_features(out, "im0.png")["descriptors"], first["descriptors"])
     # the pipelined command writes what the plain extractor computes
-    from deepdesc.features.extractor import DeepDesc
+    from deepdesc.features.extractor import Extractor
 
-    direct = DeepDesc(model=str(t7_paths["split4"]), max_keypoints=300).extract(image_dir / "im2.png")
+    direct = Extractor(model=str(t7_paths["split4"]), max_keypoints=300).extract(image_dir / "im2.png")
     stored = read_features(out, "im2.png")
     np.testing.assert_allclose(stored["descriptors"], direct.descriptors, atol=1e-5)
     np.testing.assert_allclose(stored["keypoints"], direct.keypoints)

@@ -15,8 +15,11 @@ import pytest
 
 from deepdesc.datasets import hpatches as hp
 from deepdesc.datasets import phototour as pt
+from deepdesc.datasets import sequences as seqs
 from deepdesc.datasets.phototour import DatasetFormatError, PhotoTour
+from deepdesc.eval import hpatches as hpe
 from deepdesc.eval import metrics
+from deepdesc.eval.phototour import evaluate_phototour
 from deepdesc.utils import sha256_file
 
 from .conftest import require_shared
@@ -255,7 +258,7 @@ def test_evaluate_phototour_with_function_and_model(fake_set):
         assert p.dtype == np.uint8 and p.shape[1:] == (64, 64)
         return p.reshape(len(p), -1).astype(np.float32)
 
-    res = pt.evaluate_phototour(raw_pixels, folder, info["pairs_name"], cache_dir=cache, batch_size=16)
+    res = evaluate_phototour(raw_pixels, folder, info["pairs_name"], cache_dir=cache, batch_size=16)
     flat = info["patches"].reshape(300, -1).astype(np.float32)
     d = np.linalg.norm(flat[info["ids1"]] - flat[info["ids2"]], axis=1)
     expected = metrics.brown_protocol(d, info["labels"])
@@ -266,7 +269,7 @@ def test_evaluate_phototour_with_function_and_model(fake_set):
 
     from deepdesc.nn.cnn3 import DeepDescNet
 
-    res2 = pt.evaluate_phototour(DeepDescNet(), PhotoTour(folder, cache_dir=cache), info["pairs_name"])
+    res2 = evaluate_phototour(DeepDescNet(), PhotoTour(folder, cache_dir=cache), info["pairs_name"])
     assert 0.0 <= res2["fpr95"] <= 1.0 and res2["num_pairs"] == 40
 
 
@@ -366,23 +369,23 @@ def test_matching_task_hand_computed():
     target = [1, 30, 21]
     descs = {"s": _desc({"ref": [0, 10, 20], **{f"{t}{i}": target for t in "eht" for i in range(1, 6)}})}
     descs["s"]["t3"] = np.array([[0.0], [10.0], [20.0]])  # perfect
-    res = hp.matching_task(descs)
+    res = hpe.matching_task(descs)
     # ranked: two correct tied at d=1 (precision 1), recall over all 3 ref patches -> AP = 2/3
     assert res["easy"] == pytest.approx(2 / 3) and res["hard"] == pytest.approx(2 / 3)
     assert res["tough"] == pytest.approx((4 * 2 / 3 + 1) / 5)
     assert res["mean"] == pytest.approx(np.mean([2 / 3, 2 / 3, (4 * 2 / 3 + 1) / 5]))
     assert res["per_sequence"]["s"]["t"][2] == 1.0
     assert res["success_rate"]["easy"] == pytest.approx(2 / 3)
-    assert hp.matching_task(descs, difficulties="e", method="trapezoid")["easy"] == pytest.approx(2 / 3)
+    assert hpe.matching_task(descs, difficulties="e", method="trapezoid")["easy"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="difficulties"):
-        hp.matching_task(descs, difficulties="x")
+        hpe.matching_task(descs, difficulties="x")
 
 
 def test_matching_task_on_fake_release(fake_hpatches):
     root, _ = fake_hpatches
-    descs = hp.HPatches(root).describe(_raw, batch_size=7)
+    descs = hpe.describe_hpatches(hp.HPatches(root), _raw, batch_size=7)
     assert descs["i_two"]["e4"].shape == (6, 64 * 64)
-    res = hp.matching_task(descs)
+    res = hpe.matching_task(descs)
     assert res["easy"] == 1.0  # small noise: raw pixels match exactly
     assert res["easy"] >= res["hard"] >= res["tough"] - 1e-9
 
@@ -396,14 +399,14 @@ def test_verification_task_hand_computed(tmp_path):
     pos = [("s", 0, 0, "s", 1, 0), ("s", 0, 1, "s", 2, 1)]  # distances 0 (e) / 0.5 (h) and 0
     intra = [("s", 0, 0, "s", 1, 3), ("s", 0, 1, "s", 2, 2)]  # distances 3, 1
     inter = [("s", 0, 3, "o", 4, 0), ("s", 0, 0, "o", 0, 0)]  # distances 7, 10
-    res = hp.verification_task(descs, pos, intra, inter, imbalanced_ratio=0.5)
+    res = hpe.verification_task(descs, pos, intra, inter, imbalanced_ratio=0.5)
     assert res["easy"]["intra"]["balanced_ap"] == 1.0 and res["easy"]["intra"]["balanced_auc"] == 1.0
     # hard: positives at 0.5 and 0, intra negatives at 3 and 1 -> still separated
     assert res["hard"]["intra"]["balanced_ap"] == 1.0
     assert res["balanced"] == 1.0 and res["imbalanced"] == 1.0
     # an intra negative at distance 0 ties with both positives
     intra2 = [("s", 0, 2, "s", 1, 2), ("s", 0, 1, "s", 2, 2)]  # e: distances 0 and 1
-    res2 = hp.verification_task(descs, pos, intra2, inter, difficulties="e")
+    res2 = hpe.verification_task(descs, pos, intra2, inter, difficulties="e")
     # e: d_pos [0, 0], d_neg [0, 1]: one tie group of 2 TP + 1 FP -> AP 2/3; AUC (0.5 + 1) / 2
     assert res2["easy"]["intra"]["balanced_ap"] == pytest.approx(2 / 3)
     assert res2["easy"]["intra"]["balanced_auc"] == pytest.approx(0.75)
@@ -411,45 +414,45 @@ def test_verification_task_hand_computed(tmp_path):
     # official CSV format
     csv_path = tmp_path / "verif_pos_split-a.csv"
     csv_path.write_text("s1,t1,idx1,s2,t2,idx2\ns,0,0,s,1,0\ns,0,1,s,2,1\n")
-    assert hp.load_verification_pairs(csv_path) == pos
-    res3 = hp.verification_task(descs, csv_path, intra, inter)
+    assert hpe.load_verification_pairs(csv_path) == pos
+    res3 = hpe.verification_task(descs, csv_path, intra, inter)
     assert res3["balanced"] == res["balanced"]
     csv_path.write_text("s1,t1,idx1,s2,t2,idx2\ns,0,0,s,1,0\ns,0,one,s,2,1\n")
     with pytest.raises(DatasetFormatError, match=r"verif_pos_split-a\.csv, line 3"):
-        hp.load_verification_pairs(csv_path)
+        hpe.load_verification_pairs(csv_path)
 
 
 def test_make_verification_pairs():
     lengths = {"a": 5, "b": 7, "c": 1}
-    pos, intra, inter = hp.make_verification_pairs(lengths, n_pairs=200, seed=3)
+    pos, intra, inter = hpe.make_verification_pairs(lengths, n_pairs=200, seed=3)
     assert len(pos) == len(intra) == len(inter) == 200
     for p, n1, n2 in zip(pos, intra, inter):
         assert p[0] == p[3] and p[2] == p[5] and p[1] != p[4] and p[0] in ("a", "b")
         assert n1[0] == n1[3] == p[0] and n1[2] == p[2] and n1[5] != n1[2] and n1[5] < lengths[p[0]]
         assert n2[3] != n2[0] and n2[5] < lengths[n2[3]] and 0 <= n2[4] <= 5
-    assert hp.make_verification_pairs(lengths, 50, seed=3)[0] == pos[:50]
+    assert hpe.make_verification_pairs(lengths, 50, seed=3)[0] == pos[:50]
 
 
 def test_verification_and_retrieval_on_fake_release(fake_hpatches):
     root, _ = fake_hpatches
     ds = hp.HPatches(root)
-    descs = ds.describe(_raw)
+    descs = hpe.describe_hpatches(ds, _raw)
     lengths = {s: len(descs[s]["ref"]) for s in descs}
-    res = hp.verification_task(descs, *hp.make_verification_pairs(lengths, n_pairs=300, seed=0))
+    res = hpe.verification_task(descs, *hpe.make_verification_pairs(lengths, n_pairs=300, seed=0))
     assert res["easy"]["inter"]["balanced_ap"] > 0.95
     assert res["easy"]["intra"]["imbalanced_ap"] >= res["tough"]["intra"]["imbalanced_ap"] - 0.05
     refs = {s: ds[s]["ref"] for s in ds}
-    queries, distractors = hp.make_retrieval_queries(refs, n_queries=6, n_distractors=100, seed=1)
+    queries, distractors = hpe.make_retrieval_queries(refs, n_queries=6, n_distractors=100, seed=1)
     assert len(queries) == 6 and len(distractors) == 9  # 5 + 6 + 4 textured ref patches
     assert not set(queries) & set(distractors)
-    out = hp.retrieval_task(descs, queries, distractors, pool_sizes=(6, 8, 1000))
+    out = hpe.retrieval_task(descs, queries, distractors, pool_sizes=(6, 8, 1000))
     assert set(out["easy"]) <= {6, 8} and out["easy"][6] == 1.0
     assert 0 < out["mAP"] <= 1
 
 
 def test_make_retrieval_queries_skips_flat_patches():
     refs = {"s": np.stack([np.full((64, 64), 9, np.uint8), np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))])}
-    q, d = hp.make_retrieval_queries(refs, n_queries=5, n_distractors=5)
+    q, d = hpe.make_retrieval_queries(refs, n_queries=5, n_distractors=5)
     assert q == [("s", 1)] and d == []
 
 
@@ -459,7 +462,7 @@ def test_retrieval_hand_computed():
         "o": _desc({n: [2.5, 4.0, 50] for n in hp.HPATCHES_IMAGES}),
     }
     # query s/0: positives at 1..5; distractors (from o) at 2.5, 4, 50
-    out = hp.retrieval_task(descs, [("s", 0)], [("o", 0), ("o", 1), ("o", 2), ("s", 1)], pool_sizes=(6, 7, 8))
+    out = hpe.retrieval_task(descs, [("s", 0)], [("o", 0), ("o", 1), ("o", 2), ("s", 1)], pool_sizes=(6, 7, 8))
     # pool 6: 1, 2, [2.5 neg], 3, 4, 5 -> precisions 1, 1, 3/4, 4/5, 5/6
     ap6 = np.mean([1, 1, 3 / 4, 4 / 5, 5 / 6])
     # pool 7: + neg at 4 ties with positive 4 -> 1, 1, 3/4, 4/6, 5/7
@@ -475,7 +478,7 @@ def test_ap_few_positives_matches_average_precision():
         pos = rng.integers(0, 6, 5).astype(float)
         neg = rng.integers(0, 6, rng.integers(0, 30)).astype(float)
         expected = metrics.average_precision(np.r_[pos, neg], np.r_[np.ones(5), np.zeros(len(neg))])
-        assert hp._ap_few_positives(pos, neg) == pytest.approx(expected)
+        assert hpe._ap_few_positives(pos, neg) == pytest.approx(expected)
 
 
 # ----------------------------------------------------------------------------------- image sequences
@@ -484,14 +487,14 @@ def test_ap_few_positives_matches_average_precision():
 @pytest.mark.parametrize("layout,gray", [("hpatches", False), ("oxford", True), ("oxford", False)])
 def test_load_sequence_generated(tmp_path, layout, gray):
     images, homs = make_sequence(tmp_path / "seq", layout, gray=gray)
-    seq = hp.load_hpatches_sequence(tmp_path / "seq")
+    seq = seqs.load_hpatches_sequence(tmp_path / "seq")
     assert len(seq) == 6 and seq.name == "seq"
     for got, want in zip(seq.images, images):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(seq.homographies[0], np.eye(3))
     for got, want in zip(seq.homographies[1:], homs):
         np.testing.assert_allclose(got, want, rtol=1e-6)
-    gray_seq = hp.load_hpatches_sequence(tmp_path / "seq", grayscale=True)
+    gray_seq = seqs.load_hpatches_sequence(tmp_path / "seq", grayscale=True)
     assert gray_seq.images[3].ndim == 2
 
 
@@ -499,21 +502,21 @@ def test_load_sequence_errors(tmp_path):
     make_sequence(tmp_path / "seq", "hpatches")
     (tmp_path / "seq" / "H_1_4").write_text("1 0 0\n0 1 0\n")
     with pytest.raises(DatasetFormatError, match=r"H_1_4: expected a 3x3"):
-        hp.load_hpatches_sequence(tmp_path / "seq")
+        seqs.load_hpatches_sequence(tmp_path / "seq")
     (tmp_path / "seq" / "H_1_4").write_text("1 0 0\n0 1 zero\n0 0 1\n")
     with pytest.raises(DatasetFormatError, match=r"H_1_4, line 2: 'zero' is not a number"):
-        hp.load_hpatches_sequence(tmp_path / "seq")
+        seqs.load_hpatches_sequence(tmp_path / "seq")
     (tmp_path / "seq" / "H_1_4").unlink()
     with pytest.raises(DatasetFormatError, match="homography for image 4 missing"):
-        hp.load_hpatches_sequence(tmp_path / "seq")
+        seqs.load_hpatches_sequence(tmp_path / "seq")
     with pytest.raises(DatasetFormatError, match="no image 1"):
-        hp.load_hpatches_sequence(tmp_path)
+        seqs.load_hpatches_sequence(tmp_path)
 
 
 @pytest.mark.parametrize("where", ["oxford/boat", "oxford/graf", "oxford/bikes", "hpatches/v_churchill"])
 def test_load_sequence_shared(where):
     folder = require_shared("data", "eval", *where.split("/"))
-    seq = hp.load_hpatches_sequence(folder)
+    seq = seqs.load_hpatches_sequence(folder)
     assert len(seq) == 6 and len(seq.homographies) == 6
     assert all(img.dtype == np.uint8 and img.ndim in (2, 3) for img in seq.images)
     hname = "H_1_3" if where.startswith("hpatches") else "H1to3p"

@@ -1,17 +1,14 @@
-"""Keypoint arrays, conversions, the SIFT detector and its angle convention, image loading."""
+"""Keypoint arrays, conversions, the SIFT detector and its angle convention."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from deepdesc.features.keypoints import (
     DEFAULT_KEYPOINT_SIZE,
     detect_keypoints,
-    load_image,
     to_cv_keypoints,
     to_keypoint_array,
     transform_keypoints,
@@ -197,114 +194,3 @@ def test_sift_angle_convention_on_rotated_image():
     errors, wrong = np.array(errors), np.array(wrong)
     assert np.median(errors) < 3.0 and np.mean(errors < 10.0) > 0.6
     assert np.median(wrong) > 40.0  # the opposite sign convention is clearly wrong
-
-
-# ----------------------------------------------------------------------------- load_image
-
-
-def test_load_image_values():
-    rng = np.random.default_rng(0)
-    gray = rng.integers(0, 256, (12, 10), dtype=np.uint8)
-    out = load_image(gray)
-    assert out.dtype == np.float32 and out.shape == (12, 10)
-    np.testing.assert_array_equal(out, gray)
-    np.testing.assert_array_equal(load_image(gray[:, :, None]), gray)
-    np.testing.assert_allclose(load_image(gray.astype(np.uint16) * 257), gray, atol=1e-3)
-    np.testing.assert_allclose(load_image(gray.astype(np.float64) / 255.0), gray, atol=1e-3)
-    np.testing.assert_array_equal(load_image(gray.astype(np.float32)), gray)
-    np.testing.assert_array_equal(load_image(gray.astype(np.int32)), gray)
-    assert load_image(np.zeros((8, 8), np.float32)).max() == 0
-
-    rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
-    expected = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    np.testing.assert_allclose(load_image(rgb), expected, atol=0.51)
-    np.testing.assert_allclose(load_image(rgb[:, :, ::-1], channel_order="bgr"), expected, atol=0.51)
-    assert np.abs(load_image(rgb[:, :, ::-1]) - expected).max() > 5  # channel order matters
-    rgba = np.concatenate([rgb, rng.integers(0, 256, (9, 11, 1), dtype=np.uint8)], axis=2)
-    np.testing.assert_array_equal(load_image(rgba), load_image(rgb))  # alpha dropped
-
-
-def test_load_image_rejects():
-    for bad in (
-        np.zeros((0, 0), np.uint8),
-        np.zeros((7, 20), np.uint8),
-        np.zeros((20, 20, 2), np.uint8),
-        np.zeros((20, 20, 3, 1), np.uint8),
-        np.zeros(400, np.uint8),
-        np.zeros((20, 20), bool),
-        np.full((20, 20), 1000, np.int32),
-        np.full((20, 20), -5.0),
-        np.full((20, 20), 300.0),
-        np.zeros((20, 20), np.complex64),
-    ):
-        with pytest.raises(ValueError):
-            load_image(bad)
-    nan = np.zeros((20, 20), np.float32)
-    nan[3, 4] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        load_image(nan)
-    with pytest.raises(ValueError, match="channel_order"):
-        load_image(np.zeros((20, 20, 3), np.uint8), channel_order="gbr")
-
-
-def test_load_image_files(tmp_path):
-    rng = np.random.default_rng(2)
-    bgr = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-    path = tmp_path / "colour.png"
-    assert cv2.imwrite(str(path), bgr)
-    expected = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    for arg in (path, str(path)):
-        np.testing.assert_allclose(load_image(arg), expected, atol=0.51)
-    np.testing.assert_array_equal(load_image(path, channel_order="rgb"), load_image(path))  # files are BGR
-
-    deep = (rng.integers(0, 65536, (16, 16))).astype(np.uint16)
-    assert cv2.imwrite(str(tmp_path / "deep.png"), deep)
-    np.testing.assert_allclose(load_image(tmp_path / "deep.png"), deep / 257.0, atol=1e-3)
-
-    with pytest.raises(FileNotFoundError):
-        load_image(tmp_path / "missing.png")
-    (tmp_path / "junk.png").write_text("not an image")
-    with pytest.raises(ValueError, match="decode"):
-        load_image(tmp_path / "junk.png")
-    (tmp_path / "empty.png").write_bytes(b"")
-    with pytest.raises(ValueError):
-        load_image(tmp_path / "empty.png")
-    with pytest.raises(ValueError):
-        load_image(tmp_path)  # a directory
-
-
-_DTYPES = st.sampled_from([np.uint8, np.uint16, np.int16, np.float32, np.float64])
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    h=st.integers(8, 24),
-    w=st.integers(8, 24),
-    channels=st.sampled_from([None, 1, 3, 4]),
-    dtype=_DTYPES,
-    seed=st.integers(0, 2**16),
-    unit_float=st.booleans(),
-)
-def test_load_image_property(h, w, channels, dtype, seed, unit_float):
-    rng = np.random.default_rng(seed)
-    shape = (h, w) if channels is None else (h, w, channels)
-    if np.dtype(dtype).kind == "f":
-        image = rng.random(shape) * (1.0 if unit_float else 255.0)
-    elif dtype == np.uint16:
-        image = rng.integers(0, 65536, shape)
-    else:
-        image = rng.integers(0, 256, shape)
-    image = image.astype(dtype)
-    out = load_image(image)
-    assert out.shape == (h, w) and out.dtype == np.float32 and out.flags.c_contiguous
-    assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 255.0
-    if channels in (None, 1) and dtype in (np.uint8, np.int16):
-        np.testing.assert_array_equal(out, image.reshape(h, w))
-    ref = image.astype(np.float64)
-    if dtype == np.uint16:
-        ref *= 255.0 / 65535.0
-    elif ref.dtype.kind == "f" and np.dtype(dtype).kind == "f" and ref.max() <= 1.0:
-        ref *= 255.0
-    if ref.ndim == 3:
-        ref = ref[:, :, 0] if channels == 1 else ref[:, :, :3] @ np.array([0.299, 0.587, 0.114])
-    np.testing.assert_allclose(out, ref, atol=0.01)

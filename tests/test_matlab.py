@@ -40,7 +40,9 @@ def save_v5(path, name: str, value) -> None:
 def save_v73(path, name: str, value: np.ndarray) -> None:
     """Write ``value`` (MATLAB-indexed) the way MATLAB's ``save -v7.3`` does: HDF5 dimensions are
     MATLAB's reversed over the same column-major memory, plus the 512-byte MAT header."""
-    matlab_class = {"f8": "double", "f4": "single", "u1": "uint8"}[value.dtype.str[1:]]
+    matlab_class = {"f8": "double", "f4": "single", "u1": "uint8", "b1": "logical"}[value.dtype.str[1:]]
+    if value.dtype == bool:
+        value = value.astype(np.uint8)  # MATLAB stores logical arrays as uint8 with MATLAB_class "logical"
     with h5py.File(path, "w", userblock_size=512) as f:
         dset = f.create_dataset(name, data=np.ascontiguousarray(value.T))
         dset.attrs["MATLAB_class"] = np.bytes_(matlab_class)
@@ -271,3 +273,79 @@ def test_describe_mat_cli_matches_library(tmp_path, t7_paths):
         assert x.shape == (128, 3)
         expected = describe(np.stack([view(patches[:, :, 0, i]) for i in range(3)]), model=load_t7(t7_paths["split4"]))
         np.testing.assert_allclose(x.T, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("save", [save_v5, save_v73])
+def test_logical_rejected_in_both_formats(tmp_path, save):
+    save(tmp_path / "p.mat", "patches", matlab_patches() > 128)
+    with pytest.raises(ValueError) as info:
+        read_mat_patches(tmp_path / "p.mat")
+    assert str(info.value).startswith(
+        f"{tmp_path / 'p.mat'}: variable 'patches': holds logical data, not real numbers (a logical mask is not an"
+    )
+    assert "64x64x1xN" in str(info.value)
+
+
+def test_logical_rejected_from_matlab_array():
+    with pytest.raises(ValueError, match="^array: holds logical data, not real numbers"):
+        patches_from_matlab(memoryview(np.ones((64, 64, 1, 2), dtype=bool)))
+
+
+OCTAVE_TEXT = b"# Created by Octave 7.3.0, Tue Dec 01 18:58:09 2026 UTC <me@host>\n# name: patches\n# type: matrix\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (OCTAVE_TEXT, r"GNU Octave's text format \(what Octave's save writes by default\)"),
+        (b"# name: patches\n# type: matrix\n# rows: 64\n", "GNU Octave's text format"),
+        (b"Octave-1-L\x00\x01\x00\x00\x00b", r"GNU Octave's binary format \(save -binary\)"),
+        (b"\x1f\x8b\x08\x00" + b"\x00" * 60, r"gzip-compressed \(Octave's save -zip\)"),
+    ],
+)
+def test_octave_native_formats_named(tmp_path, content, what):
+    (tmp_path / "p.mat").write_bytes(content)
+    with pytest.raises(ValueError, match=rf"p\.mat: {what}.*not a MAT-file; .*save\('-v7', 'p\.mat', 'patches'\)"):
+        read_mat_patches(tmp_path / "p.mat")
+
+
+def test_octave_hdf5_format_named(tmp_path):
+    """Octave's ``save -hdf5`` stores each variable as a group holding ``type`` and ``value``."""
+    with h5py.File(tmp_path / "p.mat", "w") as f:
+        g = f.create_group("patches")
+        g.attrs["OCTAVE_NEW_FORMAT"] = np.uint8(1)
+        g.create_dataset("type", data=np.bytes_("uint8 matrix"))
+        g.create_dataset("value", data=np.zeros((2, 1, 64, 64), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"GNU Octave's own HDF5 format \(save -hdf5\).*save\('-v7', 'p\.mat'"):
+        read_mat_patches(tmp_path / "p.mat")
+
+
+@pytest.mark.parametrize(
+    ("save", "option", "hdf5"), [(save_v5, "7.3", True), (save_v73, "5", False), (save_v5, None, False)]
+)
+def test_describe_mat_cli_mat_version(tmp_path, save, option, hdf5):
+    from deepdesc.cli import main
+
+    save(tmp_path / "p.mat", "patches", matlab_patches(2))
+    argv = ["describe-mat", str(tmp_path / "p.mat"), str(tmp_path / "d.mat")]
+    assert main(argv + (["--mat-version", option] if option else [])) == 0
+    assert h5py.is_hdf5(tmp_path / "d.mat") == hdf5
+    assert _load_matlab_view(tmp_path / "d.mat").shape == (128, 2)
+
+
+def test_describe_mat_cli_rejects_unknown_mat_version(tmp_path, capsys):
+    from deepdesc.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["describe-mat", "p.mat", "d.mat", "--mat-version", "4"])
+    assert "--mat-version" in capsys.readouterr().err
+
+
+def test_matlab_struct_is_not_taken_for_octave_hdf5(tmp_path):
+    with h5py.File(tmp_path / "p.mat", "w", userblock_size=512) as f:
+        g = f.create_group("patches")
+        g.attrs["MATLAB_class"] = np.bytes_("struct")
+        g.create_dataset("type", data=np.zeros(1))
+        g.create_dataset("value", data=np.zeros(1))
+    with pytest.raises(ValueError, match=r"p\.mat: variable 'patches': is a struct, not a numeric array"):
+        read_mat_patches(tmp_path / "p.mat")

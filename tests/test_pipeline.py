@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deepdesc.features.extractor import DeepDesc
+from deepdesc.features.extractor import Extractor
 
 
 def _textured(size: int = 320, seed: int = 0) -> np.ndarray:
@@ -19,7 +19,7 @@ def _textured(size: int = 320, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def dd(split4_model):
-    return DeepDesc(model=split4_model, max_keypoints=500)
+    return Extractor(model=split4_model, max_keypoints=500)
 
 
 def test_detect_and_compute_shapes(dd):
@@ -72,8 +72,8 @@ def test_bad_images(dd, tmp_path):
 
 
 def test_unknown_option():
-    with pytest.raises(TypeError, match="unknown DeepDesc options"):
-        DeepDesc(max_keypoint=10)
+    with pytest.raises(TypeError, match="unknown Extractor options"):
+        Extractor(max_keypoint=10)
 
 
 @pytest.mark.parametrize("angle, scale", [(30.0, 1.0), (0.0, 0.7), (-50.0, 1.3)])

@@ -1,47 +1,25 @@
-"""Patch datasets in their original layouts: PhotoTour (Brown/UBC) and HPatches."""
+"""Layer 6, data sets (loading only; benchmarks are in :mod:`deepdesc.eval`).
 
-from __future__ import annotations
+PhotoTour (Brown/UBC) and HPatches patches in their original layouts, homography image sequences
+(Oxford, HPatches-sequences) and multi-view scenes with cameras (Strecha, COLMAP models).
+"""
 
-from .hpatches import (
-    HPatches,
-    ImageSequence,
-    load_hpatches_patches,
-    load_hpatches_sequence,
-    load_verification_pairs,
-    make_retrieval_queries,
-    make_verification_pairs,
-    matching_task,
-    retrieval_task,
-    select_sequences,
-    verification_task,
-)
-from .phototour import (
-    DatasetFormatError,
-    PhotoTour,
-    decode_sheet,
-    download_phototour,
-    evaluate_phototour,
-    extract_archive,
-    list_sheets,
-)
+from .hpatches import HPatches, load_hpatches_patches, select_sequences
+from .phototour import PhotoTour, decode_sheet, download_phototour, extract_archive, list_sheets
+from .sequences import ImageSequence, load_hpatches_sequence
 
 __all__ = [
-    "DatasetFormatError",
+    # hpatches
     "HPatches",
-    "ImageSequence",
+    "load_hpatches_patches",
+    "select_sequences",
+    # phototour
     "PhotoTour",
     "decode_sheet",
     "download_phototour",
-    "evaluate_phototour",
     "extract_archive",
     "list_sheets",
-    "load_hpatches_patches",
+    # sequences
+    "ImageSequence",
     "load_hpatches_sequence",
-    "load_verification_pairs",
-    "make_retrieval_queries",
-    "make_verification_pairs",
-    "matching_task",
-    "retrieval_task",
-    "select_sequences",
-    "verification_task",
 ]

@@ -18,7 +18,6 @@ names, sizes and modification times, so editing or replacing a sheet rebuilds it
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -28,7 +27,6 @@ import urllib.parse
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,13 +34,13 @@ import numpy as np
 
 from ..errors import DatasetFormatError
 from ..utils import atomic_path, download_file, sha256_file
+from .tables import read_table
 
 __all__ = [
     "DatasetFormatError",
     "PhotoTour",
     "decode_sheet",
     "download_phototour",
-    "evaluate_phototour",
     "extract_archive",
     "list_sheets",
 ]
@@ -106,37 +104,6 @@ def decode_sheet(path: str | os.PathLike) -> np.ndarray:
         )
     grid = img.reshape(PATCHES_PER_ROW, PATCH_SIZE, PATCHES_PER_ROW, PATCH_SIZE)
     return np.ascontiguousarray(grid.transpose(0, 2, 1, 3).reshape(PATCHES_PER_SHEET, PATCH_SIZE, PATCH_SIZE))
-
-
-def _read_table(path: Path, ncols: int | None, dtype: type, min_cols: int = 1) -> np.ndarray:
-    """Whitespace-separated numeric table. (rows, cols). Errors name the file and the 1-based line."""
-    text = path.read_text(encoding="ascii", errors="replace")
-    lines = text.rstrip().splitlines() if text.strip() else []
-    cols = ncols
-    if cols is None:
-        cols = len(lines[0].split()) if lines else min_cols
-        if cols < min_cols:
-            raise DatasetFormatError(f"{path}, line 1: expected at least {min_cols} columns, got {cols}")
-    if not lines:
-        return np.zeros((0, cols), dtype=dtype)
-    try:
-        table = np.loadtxt(io.StringIO(text), dtype=dtype, comments=None, ndmin=2)
-        if table.shape == (len(lines), cols):
-            return table
-    except ValueError:
-        pass
-    convert = int if dtype is np.int64 else float
-    kind = "an integer" if dtype is np.int64 else "a number"
-    for number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if len(fields) != cols:
-            raise DatasetFormatError(f"{path}, line {number}: expected {cols} columns, got {len(fields)}: {line!r}")
-        for field in fields:
-            try:
-                convert(field)
-            except ValueError:
-                raise DatasetFormatError(f"{path}, line {number}: {field!r} is not {kind}: {line!r}") from None
-    raise DatasetFormatError(f"{path}: cannot parse as a numeric table")  # pragma: no cover
 
 
 def _fingerprint(paths: list[Path]) -> str:
@@ -303,7 +270,7 @@ class PhotoTour:
         info = root / "info.txt"
         capacity = len(self.sheets) * PATCHES_PER_SHEET
         if info.exists():
-            table = _read_table(info, 2, np.int64)
+            table = read_table(info, 2, np.int64)
             if not (capacity - PATCHES_PER_SHEET < len(table) <= capacity):
                 raise DatasetFormatError(
                     f"{info}: lists {len(table)} patches but the {len(self.sheets)} sheets in {root} hold "
@@ -389,7 +356,7 @@ class PhotoTour:
         """``interest.txt`` as (N, C) float64 (image id, x, y, orientation, scale), or ``None``."""
         path = self.root / "interest.txt"
         if self._interest is None and path.exists():
-            table = _read_table(path, None, np.float64, min_cols=3)
+            table = read_table(path, None, np.float64, min_cols=3)
             if len(table) != self._length:
                 raise DatasetFormatError(f"{path}: has {len(table)} lines for {self._length} patches")
             self._interest = table
@@ -412,7 +379,7 @@ class PhotoTour:
         if not path.is_file():
             available = ", ".join(self.match_files()) or "none"
             raise FileNotFoundError(f"match file {name_or_path!r} not found in {self.root} (available: {available})")
-        table = _read_table(path, 7, np.int64)
+        table = read_table(path, 7, np.int64)
         ids1, pt1, ids2, pt2 = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
         bad = np.flatnonzero((ids1 < 0) | (ids1 >= self._length) | (ids2 < 0) | (ids2 >= self._length))
         if bad.size:
@@ -433,7 +400,7 @@ class PhotoTour:
 
 
 # --------------------------------------------------------------------------------------------------
-# download and evaluation
+# download
 # --------------------------------------------------------------------------------------------------
 
 
@@ -464,56 +431,3 @@ def download_phototour(
     if not extract:
         return archive
     return _find_set_folder(extract_archive(archive, dest / name))
-
-
-def _describe_fn(model: Any, device: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    from ..nn.cnn3 import DeepDescNet
-
-    if isinstance(model, (str, os.PathLike, DeepDescNet)) or model is None:
-        from ..features.describe import describe
-
-        return lambda patches: describe(patches, model=model, batch_size=batch_size, device=device)
-    if not callable(model):
-        raise TypeError(f"expected a DeepDescNet, a model name/path or a describe function; got {type(model)}")
-    return model
-
-
-def evaluate_phototour(
-    model_or_describe_fn: Any,
-    root: str | os.PathLike | PhotoTour,
-    pairs_file: str | os.PathLike = DEFAULT_PAIRS,
-    cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 1024,
-    device: Any = None,
-) -> dict[str, Any]:
-    """Brown protocol (FPR95, FDR95, PR AUC) of a descriptor on the pairs of ``pairs_file``.
-
-    ``model_or_describe_fn``: a :class:`~deepdesc.model.DeepDescNet`, a model name/path, or a
-    function mapping uint8 patches (B, 64, 64) to descriptors (B, D); distances are L2. Each
-    distinct patch is described once, ``batch_size`` at a time. Returns
-    :func:`deepdesc.metrics.brown_protocol`'s dict plus ``dataset`` and ``pairs_file``.
-    """
-    from ..eval.metrics import brown_protocol
-
-    ds = root if isinstance(root, PhotoTour) else PhotoTour(root, cache_dir=cache_dir)
-    ids1, ids2, labels = ds.pairs(pairs_file)
-    unique, inverse = np.unique(np.r_[ids1, ids2], return_inverse=True)
-    fn = _describe_fn(model_or_describe_fn, device, batch_size)
-    descs: np.ndarray | None = None
-    for start in range(0, len(unique), batch_size):
-        chunk = np.asarray(ds.patches[unique[start : start + batch_size]])
-        out = fn(chunk)
-        out = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
-        if out.ndim != 2 or len(out) != len(chunk):
-            raise ValueError(f"describe function returned shape {out.shape} for {len(chunk)} patches")
-        if descs is None:
-            descs = np.empty((len(unique), out.shape[1]), dtype=np.float32)
-        descs[start : start + len(chunk)] = out
-    if descs is None:
-        raise DatasetFormatError(f"match file {pairs_file!r} of {ds.root} has no pairs")
-    n = len(ids1)
-    distances = np.linalg.norm(descs[inverse[:n]] - descs[inverse[n:]], axis=1)
-    result: dict[str, Any] = brown_protocol(distances, labels)
-    result["dataset"] = ds.name
-    result["pairs_file"] = str(pairs_file)
-    return result

@@ -17,20 +17,23 @@ Descriptors are cached on disk (keyed by method, patch options, image and keypoi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
-from ..features.keypoints import detect_keypoints, load_image, to_cv_keypoints, transform_keypoints
+from ..datasets.sequences import load_hpatches_sequence
+from ..features.image import load_image
+from ..features.keypoints import detect_keypoints, transform_keypoints
+from ..matching.nearest_neighbor import match_descriptors
+from ..matching.verify import estimate_homography
+from ..utils import optional_import
+from .describers import Describer, Method
+from .metrics import homography_corner_error, matching_score, mean_matching_accuracy, precision_at_1
 
-__all__ = ["Method", "evaluate_sequences", "format_table", "SEQUENCE_GROUPS"]
+__all__ = ["SEQUENCE_GROUPS", "evaluate_sequences", "format_table", "plot_results", "summarize"]
 
 SEQUENCE_GROUPS = {
     "graf": "viewpoint",
@@ -41,93 +44,7 @@ SEQUENCE_GROUPS = {
     "leuven": "illumination",
 }
 MMA_THRESHOLDS = list(range(1, 11))
-# OpenCV's SIFT descriptor grid spans 4 bins x 3 sigma = 6 x the keypoint size (size = 2 sigma).
-SIFT_REGION_SCALE = 6.0
 NOISE = {"position": 0.05, "log2_scale": 0.15, "angle_deg": 10.0}
-
-
-@dataclass
-class Method:
-    """A descriptor to evaluate: ``sift``, ``rootsift``, or a DeepDesc model name/path with patch options."""
-
-    name: str
-    model: str | None = None
-    patch_options: dict = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, spec: str, **patch_options: Any) -> Method:
-        """``sift``/``rootsift`` (native region), ``sift@R``/``rootsift@R`` (region scaled to R x the keypoint
-        size, as DeepDesc's ``region_scale``), or a model name/path."""
-        base, _, region = spec.partition("@")
-        if base in ("sift", "rootsift"):
-            return cls(spec, patch_options={"region_scale": float(region)} if region else {})
-        label = Path(spec).stem if spec.endswith((".t7", ".safetensors")) else spec
-        return cls(label, model=spec, patch_options={k: v for k, v in patch_options.items() if v is not None})
-
-    def key(self) -> str:
-        """Cache key: the method, its patch options and the SHA-256 of its weights (a retrained model at the
-        same path or name must not reuse the old descriptors)."""
-        weights = None
-        if self.model is not None:
-            from ..hub.registry import model_path
-            from ..utils import sha256_file
-
-            path = Path(self.model)
-            weights = sha256_file(path if path.is_file() else model_path(self.model))
-        return json.dumps([self.name, self.model, weights, sorted(self.patch_options.items())])
-
-
-class _Describer:
-    def __init__(self, method: Method, cache_dir: Path | None):
-        self.method = method
-        self.cache_dir = cache_dir
-        self.key = method.key() if cache_dir is not None else ""
-        self._dd = None
-
-    def _deepdesc(self):
-        if self._dd is None:
-            from ..features.extractor import DeepDesc
-
-            self._dd = DeepDesc(model=self.method.model, border="replicate", **self.method.patch_options)
-        return self._dd
-
-    def __call__(self, image: np.ndarray, image_id: str, kpts: np.ndarray) -> np.ndarray:
-        """(H, W) float image, (N, 5) keypoints -> (N, D) float32 descriptors (every keypoint kept)."""
-        path = None
-        if self.cache_dir is not None:
-            digest = hashlib.sha1((self.key + image_id).encode() + kpts.tobytes()).hexdigest()
-            path = self.cache_dir / f"{digest}.npy"
-            if path.is_file():
-                return np.load(path)
-        if self.method.model is None:
-            region = self.method.patch_options.get("region_scale", SIFT_REGION_SCALE)
-            scaled = kpts.copy()
-            scaled[:, 2] *= region / SIFT_REGION_SCALE
-            desc = _sift(image, scaled, root=self.method.name.startswith("rootsift"))
-        else:
-            desc, kept = self._deepdesc().describe_keypoints(image, kpts)
-            assert len(kept) == len(kpts)
-        if path is not None:
-            from ..utils import atomic_path
-
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, desc)
-        return desc
-
-
-def _sift(image: np.ndarray, kpts: np.ndarray, root: bool) -> np.ndarray:
-    """OpenCV SIFT descriptors at the given keypoints (its native region), optionally RootSIFT."""
-    cv_kpts = to_cv_keypoints(kpts)
-    for i, k in enumerate(cv_kpts):
-        k.class_id = i
-    gray = np.clip(image, 0, 255).astype(np.uint8)
-    out_kpts, desc = cv2.SIFT_create().compute(gray, cv_kpts)
-    full = np.zeros((len(kpts), 128), np.float32)
-    if desc is not None:
-        full[[k.class_id for k in out_kpts]] = desc
-    if root:
-        full = np.sqrt(full / (np.abs(full).sum(axis=1, keepdims=True) + 1e-7))
-    return full
 
 
 def _unique_positions(kpts: np.ndarray) -> np.ndarray:
@@ -151,13 +68,6 @@ def _inside(kpts: np.ndarray, shape: tuple[int, ...], margin: float = 4.0) -> np
     return (x >= margin) & (y >= margin) & (x <= w - 1 - margin) & (y <= h - 1 - margin)
 
 
-def _nn_precision(d1: np.ndarray, d2: np.ndarray) -> float:
-    import torch
-
-    dist = torch.cdist(torch.from_numpy(d1), torch.from_numpy(d2))
-    return float((dist.argmin(dim=1) == torch.arange(len(d1))).float().mean())
-
-
 def evaluate_sequences(
     sequence_dirs: Sequence[str | os.PathLike],
     methods: Sequence[Method],
@@ -169,17 +79,11 @@ def evaluate_sequences(
     progress: bool = True,
 ) -> dict:
     """Run the protocols (module docstring) -> ``{method: {sequence: {metric: value}}}`` plus per-pair rows."""
-    from tqdm.auto import tqdm
-
-    from ..datasets.hpatches import load_hpatches_sequence
-    from ..matching.nearest_neighbor import match_descriptors
-    from ..matching.verify import estimate_homography
-    from .metrics import homography_corner_error, matching_score, mean_matching_accuracy
 
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    describers = {m.name: _Describer(m, cache) for m in methods}
+    describers = {m.name: Describer(m, cache) for m in methods}
     rows: list[dict] = []
     sequences = [load_hpatches_sequence(d, grayscale=True) for d in sequence_dirs]
     total = sum(len(s) - 1 for s in sequences) * len(methods)
@@ -200,7 +104,7 @@ def evaluate_sequences(
                 if "patch" in protocols and visible.sum() >= 2:
                     d1 = describe(images[0], ids[0], base[visible])
                     d2 = describe(images[k], ids[k], proj[visible])
-                    row["precision@1"] = _nn_precision(d1, d2)
+                    row["precision@1"] = precision_at_1(d1, d2)
                     row["num_patches"] = int(visible.sum())
                 if "homography" in protocols:
                     f1 = describe(images[0], ids[0], detected[0])
@@ -264,8 +168,7 @@ def _aggregate(rows: list[dict]) -> dict:
 
 def plot_results(summary: dict, out_dir: str | os.PathLike) -> list[Path]:
     """PNG plots: precision@1 per sequence (bars) and MMA curves over 1..10 px, one line per method."""
-    import matplotlib
-
+    matplotlib = optional_import("matplotlib", "viz", "evaluation plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

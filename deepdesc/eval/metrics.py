@@ -395,3 +395,36 @@ def homography_accuracy(errors: Any, thresholds: Iterable[float] = (1, 3, 5)) ->
         return np.full(thr.shape, np.nan)
     e = np.where(np.isnan(e), np.inf, e)
     return (e[None, :] <= thr[:, None]).mean(axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# descriptor distances
+# --------------------------------------------------------------------------------------------------
+
+
+def l2_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise L2 distances (A, D), (B, D) -> (A, B) float64."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def nearest_neighbors(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """L2 nearest neighbour in ``b`` of each row of ``a``: (index (A,), distance (A,)), rows in chunks."""
+    index = np.empty(len(a), np.int64)
+    dist = np.empty(len(a), np.float64)
+    for start in range(0, len(a), chunk):
+        d = l2_distances(a[start : start + chunk], b)
+        index[start : start + chunk] = np.argmin(d, axis=1)
+        dist[start : start + chunk] = d[np.arange(len(d)), index[start : start + chunk]]
+    return index, dist
+
+
+def precision_at_1(desc1: Any, desc2: Any) -> float:
+    """Share of rows ``i`` of ``desc1`` (N, D) whose L2 nearest neighbour in ``desc2`` (N, D) is row ``i``."""
+    desc1, desc2 = np.asarray(desc1), np.asarray(desc2)
+    if len(desc1) == 0:
+        return float("nan")
+    index, _ = nearest_neighbors(desc1, desc2)
+    return float((index == np.arange(len(desc1))).mean())

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hub.registry import load_model
 from ..nn.cnn3 import PATCH_SIZE, DeepDescNet
 from ..nn.fast import fast_describer
 
@@ -73,8 +74,6 @@ def describe(
     Returns the same kind as the input: a numpy array, or a tensor on the input's device.
     Patches are processed ``batch_size`` at a time so memory stays bounded for any N.
     """
-    from ..hub.registry import load_model
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     x = as_patch_tensor(patches)

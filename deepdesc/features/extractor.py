@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ..hub.registry import load_model
 from . import patches as patch_ops
-from .keypoints import detect_keypoints, load_image, to_cv_keypoints, to_keypoint_array
+from .describe import describe
+from .image import load_image
+from .keypoints import detect_keypoints, to_cv_keypoints, to_keypoint_array
+from .types import Features
 
-__all__ = ["DeepDesc", "Features", "default_conf"]
+__all__ = ["Extractor", "Features", "default_conf"]
 
 default_conf: dict[str, Any] = {
     "model": "default",  # registry name, .t7/.safetensors path, or a loaded DeepDescNet
@@ -31,44 +34,10 @@ default_conf: dict[str, Any] = {
 }
 
 
-@dataclass
-class Features:
-    """Local features of one image (N keypoints).
-
-    ``keypoints`` (N, 2) float32 x, y in pixels (OpenCV: top-left pixel centre at (0, 0));
-    ``scales`` (N,) keypoint size (diameter, px); ``angles`` (N,) degrees (OpenCV convention);
-    ``scores`` (N,) detector response; ``descriptors`` (N, 128) float32; ``image_size`` (width, height).
-    """
-
-    keypoints: np.ndarray
-    scales: np.ndarray
-    angles: np.ndarray
-    scores: np.ndarray
-    descriptors: np.ndarray
-    image_size: tuple[int, int]
-
-    def __len__(self) -> int:
-        return len(self.keypoints)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "keypoints": self.keypoints,
-            "scales": self.scales,
-            "angles": self.angles,
-            "scores": self.scores,
-            "descriptors": self.descriptors,
-            "image_size": np.asarray(self.image_size, dtype=np.int64),
-        }
-
-    def keypoint_array(self) -> np.ndarray:
-        """(N, 5) x, y, size, angle, response."""
-        return np.column_stack([self.keypoints, self.scales, self.angles, self.scores]).astype(np.float32)
-
-
-class DeepDesc:
+class Extractor:
     """DeepDesc features on images, used like ``cv2.SIFT``.
 
-    >>> dd = DeepDesc(max_keypoints=1000)
+    >>> dd = Extractor(max_keypoints=1000)
     >>> keypoints, descriptors = dd.detectAndCompute(image)   # list[cv2.KeyPoint], (N, 128) float32
 
     Images may be file paths or arrays: uint8, uint16 or float (0..255, or 0..1 floats), grayscale,
@@ -80,7 +49,7 @@ class DeepDesc:
         detector = conf.pop("detector", {})
         unknown = set(conf) - set(default_conf)
         if unknown:
-            raise TypeError(f"unknown DeepDesc options {sorted(unknown)}; known: {sorted(default_conf)}")
+            raise TypeError(f"unknown Extractor options {sorted(unknown)}; known: {sorted(default_conf)}")
         self.conf.update(conf)
         self.conf["detector"].update(detector)
         if model is not None:
@@ -93,8 +62,6 @@ class DeepDesc:
     def model(self):
         """The descriptor network, loaded on first use."""
         if self._model is None:
-            from ..hub.registry import load_model
-
             self._model = load_model(self.conf["model"], device=self.conf["device"])
         return self._model
 
@@ -112,19 +79,34 @@ class DeepDesc:
             **self.conf["detector"],
         )
 
+    def patch_options(self) -> dict[str, Any]:
+        """The arguments of :func:`~deepdesc.features.patches.extract_patches` this extractor uses."""
+        options = {"border": self.conf["border"], "upright": self.conf["upright"]}
+        defaults = {"region_scale": patch_ops.DEFAULT_REGION_SCALE, "blur_sigma": patch_ops.DEFAULT_BLUR_SIGMA}
+        for key, default in defaults.items():  # explicit option, else what the model was trained for
+            value = self.conf[key] if self.conf[key] is not None else self.model.conf.get(key)
+            options[key] = default if value is None else value
+        return options
+
     def cut_patches(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) image, (N, 5) keypoints -> patches (M, 64, 64) float32 and the kept keypoint indices (M,)."""
-        options = {"border": self.conf["border"], "upright": self.conf["upright"]}
-        for key in ("region_scale", "blur_sigma"):  # explicit option, else what the model was trained for
-            value = self.conf[key] if self.conf[key] is not None else self.model.conf.get(key)
-            if value is not None:
-                options[key] = value
-        return patch_ops.extract_patches(image, keypoints, **options)
+        return patch_ops.extract_patches(image, keypoints, **self.patch_options())
+
+    def settings(self) -> dict[str, Any]:
+        """What determines this extractor's descriptors (recorded in feature files, checked on resume)."""
+        model = self.conf["model"]
+        return {
+            "extractor": "deepdesc",
+            "model": model if isinstance(model, str) else str(getattr(self.model, "info", {}).get("name", "")),
+            "weights_sha256": self.model.weights_sha256(),
+            "patches": self.patch_options(),
+            "max_keypoints": self.conf["max_keypoints"],
+            "detector": dict(self.conf["detector"]),
+            "precision": self.conf["precision"],
+        }
 
     def describe_patches(self, patches: np.ndarray) -> np.ndarray:
         """(M, 64, 64) patches -> (M, D) float32 descriptors with this extractor's model and precision."""
-        from .describe import describe
-
         if len(patches) == 0:
             return np.zeros((0, self.model.descriptor_size), np.float32)
         return describe(patches, model=self.model, batch_size=self.conf["batch_size"], precision=self.conf["precision"])

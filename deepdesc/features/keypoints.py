@@ -1,4 +1,4 @@
-"""Keypoints as plain arrays, the OpenCV SIFT (DoG) detector, and image loading.
+"""Keypoints as plain arrays and the OpenCV SIFT (DoG) detector.
 
 A set of N keypoints is a float32 numpy array of shape ``(N, 5)`` with columns
 ``x, y, size, angle, response`` (see :data:`KEYPOINT_COLUMNS`). Conventions, all OpenCV's:
@@ -19,21 +19,19 @@ A set of N keypoints is a float32 numpy array of shape ``(N, 5)`` with columns
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from .image import as_uint8_gray
+
 __all__ = [
     "KEYPOINT_COLUMNS",
     "DEFAULT_KEYPOINT_SIZE",
     "DEFAULT_MAX_KEYPOINTS",
-    "MIN_IMAGE_SIZE",
     "detect_keypoints",
     "keypoint_directions",
-    "load_image",
     "to_cv_keypoints",
     "to_keypoint_array",
     "transform_keypoints",
@@ -43,15 +41,11 @@ KEYPOINT_COLUMNS = ("x", "y", "size", "angle", "response")
 #: Size (diameter, pixels) given to keypoints passed as bare ``(N, 2)`` positions.
 DEFAULT_KEYPOINT_SIZE = 10.0
 DEFAULT_MAX_KEYPOINTS = 2000
-#: Smallest accepted image side in pixels.
-MIN_IMAGE_SIZE = 8
 
 _FORMS = (
     "a list of cv2.KeyPoint, or an array of shape (N, 2) = x, y; (N, 4) = x, y, size, angle; "
     "or (N, 5) = x, y, size, angle, response"
 )
-# ITU-R BT.601 luma, as cv2.cvtColor(..., COLOR_RGB2GRAY).
-_LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _normalize_angles(angle: np.ndarray) -> np.ndarray:
@@ -151,105 +145,6 @@ def transform_keypoints(keypoints: Any, homography: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _read_image_file(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"image file not found: {path}")
-    if not path.is_file():
-        raise ValueError(f"not an image file: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ValueError(f"could not decode image file {path} (not an image format OpenCV can read)")
-    return image
-
-
-def load_image(image_or_path: Any, channel_order: str = "rgb") -> np.ndarray:
-    """An image file or array -> ``(H, W)`` float32 grayscale with intensities in 0..255.
-
-    ``image_or_path``: a path (``str`` / ``os.PathLike``) read with OpenCV (colour files are BGR(A) and
-    converted as such; ``channel_order`` is ignored), or an array of shape ``(H, W)``, ``(H, W, 1)``,
-    ``(H, W, 3)`` or ``(H, W, 4)`` (the 4th channel is alpha and dropped). ``channel_order`` (``"rgb"``
-    or ``"bgr"``) says how 3/4-channel arrays are ordered; colour is converted with BT.601 luma weights.
-
-    Intensities: ``uint8`` as is; ``uint16`` scaled by 255/65535; other integer types must lie in
-    0..255; floats are taken as 0..255, except that float images whose maximum is <= 1.0 are taken as
-    0..1 and multiplied by 255. Float values within 1 of the range are clipped to 0..255; NaN/inf,
-    bool/complex data, values further out of range, empty images or sides below
-    :data:`MIN_IMAGE_SIZE` raise ``ValueError``. A missing file raises ``FileNotFoundError``.
-    """
-    if channel_order not in ("rgb", "bgr"):
-        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    if isinstance(image_or_path, (str, os.PathLike)):
-        image = _read_image_file(Path(image_or_path))
-        channel_order = "bgr"
-    elif isinstance(image_or_path, np.ndarray):
-        image = image_or_path
-    else:
-        try:
-            image = np.asarray(image_or_path)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"expected an image path or array, got {type(image_or_path).__name__}") from err
-    expected = "an image array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
-    if image.dtype.kind not in "uif":
-        raise ValueError(f"expected {expected} of integer or float dtype; got dtype {image.dtype}")
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        pass
-    elif image.ndim != 2:
-        raise ValueError(f"expected {expected}; got shape {image.shape}")
-    h, w = image.shape[:2]
-    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
-        raise ValueError(f"image of shape {image.shape} is too small: sides of at least {MIN_IMAGE_SIZE} px needed")
-
-    if image.dtype == np.uint8:
-        scale = 1.0
-    elif image.dtype == np.uint16:
-        scale = 255.0 / 65535.0
-    elif image.dtype.kind in "ui":
-        lo, hi = int(image.min()), int(image.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(
-                f"integer image of dtype {image.dtype} has values in [{lo}, {hi}]; expected 0..255 "
-                "(uint16 images are rescaled automatically; convert others to uint8 or float)"
-            )
-        scale = 1.0
-    else:
-        if not np.isfinite(image).all():
-            raise ValueError("image contains NaN or inf values")
-        hi = float(image.max())
-        scale = 255.0 if hi <= 1.0 else 1.0
-
-    if image.ndim == 3:
-        if image.shape[2] == 1:
-            gray = image[:, :, 0].astype(np.float32)
-        else:
-            weights = _LUMA_RGB if channel_order == "rgb" else _LUMA_RGB[::-1]
-            gray = image[:, :, :3].astype(np.float32) @ weights
-    else:
-        gray = image.astype(np.float32, copy=True)
-    if scale != 1.0:
-        gray *= np.float32(scale)
-    if image.dtype.kind == "f":
-        lo, hi = float(gray.min()), float(gray.max())
-        if lo < -1.0 or hi > 256.0:
-            raise ValueError(
-                f"float image values span [{lo:g}, {hi:g}] after scaling; expected 0..255 (or 0..1 floats)"
-            )
-        np.clip(gray, 0.0, 255.0, out=gray)
-    return np.ascontiguousarray(gray, dtype=np.float32)
-
-
-def _as_uint8(image: Any, channel_order: str) -> np.ndarray:
-    if (
-        isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 2
-        and min(image.shape) >= MIN_IMAGE_SIZE
-    ):
-        return np.ascontiguousarray(image)  # fast path, no float round trip
-    gray = load_image(image, channel_order=channel_order)
-    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-
-
 def detect_keypoints(
     image: Any,
     max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
@@ -263,7 +158,7 @@ def detect_keypoints(
 ) -> np.ndarray:
     """OpenCV SIFT (difference of Gaussians) keypoints. Image -> float32 ``(N, 5)`` x, y, size, angle, response.
 
-    ``image``: anything :func:`load_image` accepts (converted to uint8 grayscale for the detector).
+    ``image``: anything :func:`~deepdesc.features.image.load_image` accepts (converted to uint8 grayscale).
     ``max_keypoints``: keep the strongest by response (``None``: all). OpenCV reports a location with
     several dominant orientations as several keypoints; each counts separately unless ``upright``,
     where angles are set to 0 and such duplicates are removed (before the ``max_keypoints`` cut).
@@ -272,7 +167,7 @@ def detect_keypoints(
     """
     if max_keypoints is not None and max_keypoints < 0:
         raise ValueError(f"max_keypoints must be >= 0 or None, got {max_keypoints}")
-    gray = _as_uint8(image, channel_order)
+    gray = as_uint8_gray(image, channel_order)
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != gray.shape:

@@ -32,7 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .keypoints import load_image, to_keypoint_array
+from .image import load_image
+from .keypoints import to_keypoint_array
 
 __all__ = [
     "BORDER_MODES",
@@ -187,7 +188,7 @@ def extract_patches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Oriented, scale-normalised patches. Image + N keypoints -> ``(M, P, P)`` float32 0..255, ``(M,)`` int64.
 
-    ``image``: anything :func:`deepdesc.keypoints.load_image` accepts. ``keypoints``: anything
+    ``image``: anything :func:`deepdesc.features.image.load_image` accepts. ``keypoints``: anything
     :func:`deepdesc.keypoints.to_keypoint_array` accepts (sizes must be positive). Each patch covers a
     square of side ``region_scale * size`` image pixels centred on the keypoint and rotated by its angle
     (ignored when ``upright``), anti-aliased and smoothed by ``blur_sigma`` patch pixels (module docs).

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ModelNotAvailableError
 from ..nn.cnn3 import DeepDescNet
 from ..utils import download_file, resolve_device, sha256_file
-from .weights import load_safetensors, load_t7
+from .weights import load_safetensors, load_t7, save_safetensors
 
 __all__ = ["MODELS", "ModelInfo", "ModelNotAvailableError", "cache_dir", "load_model", "model_path"]
 
@@ -160,3 +160,40 @@ def copy_into_cache(path: str | os.PathLike, name: str) -> Path:
     """Install a local copy of registry model ``name`` into the cache, verifying its digest."""
     info = MODELS[name]
     return download_file(Path(path).resolve().as_uri(), cache_dir() / info.filename, info.sha256, progress=False)
+
+
+def describe_models() -> str:
+    """A table of the named models: cache status, training data, licence (``deepdesc models``)."""
+    lines = [f"cache: {cache_dir()}", f"{'name':<9} {'status':<14} {'trained on':<52} license"]
+    for info in MODELS.values():
+        if info.url is None:
+            status = "packaged" if cached(info.name) else "not yet trained"
+        else:
+            status = "cached" if cached(info.name) else "downloadable"
+        lines.append(f"{info.name:<9} {status:<14} {info.trained_on:<52} {info.license}")
+    return "\n".join(lines)
+
+
+def convert_model(model: DeepDescNet | str | os.PathLike, output: str | os.PathLike, metadata: dict[str, str]) -> str:
+    """Write ``model`` (a network, or a .t7/.safetensors path) as safetensors with provenance metadata.
+
+    An original release file (``CNN3_*.t7``) is labelled with its registry entry (name, training data,
+    licence, source); ``metadata`` overrides. Returns the licence (or provenance) recorded.
+    """
+    if isinstance(model, DeepDescNet):
+        save_safetensors(model, output, metadata)
+        return metadata.get("provenance", model.info.get("provenance", ""))
+    path = Path(model)
+    if path.suffix == ".safetensors":  # a re-labelled copy
+        net = load_safetensors(path)
+        save_safetensors(net, output, metadata)
+        return metadata.get("provenance", net.info.get("provenance", ""))
+    net = load_t7(path)
+    meta = {"provenance": f"converted from {path.name} by deepdesc convert"}
+    info = {i.filename: i for i in MODELS.values()}.get(path.name)
+    if info is not None:
+        meta.update(name=info.name, training_data=info.trained_on, license=info.license, source_url=info.url or "")
+    else:
+        meta.update(training_data="unknown", license="unknown (check the source of the .t7 file)")
+    save_safetensors(net, output, {**meta, **metadata})
+    return meta["license"]

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..features.image import read_image
 from ..utils import atomic_path
 
 __all__ = ["export_to_colmap", "descriptors_to_uint8", "COLMAP_ORIGIN_SHIFT"]
@@ -68,12 +69,7 @@ def _image_size(name: str, feats: dict[str, Any], image_dir: str | os.PathLike |
         return w, h
     if image_dir is None:
         raise ValueError(f"image {name!r}: no 'image_size' in its features and no image_dir to read it from")
-    import cv2
-
-    path = Path(image_dir) / name
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image {path} to get its size")
+    image = read_image(Path(image_dir) / name)
     return int(image.shape[1]), int(image.shape[0])
 
 
@@ -88,6 +84,7 @@ def export_to_colmap(
     descriptor_format: str | None = "uint8",
     inlier_masks: dict[tuple[str, str], Any] | None = None,
     overwrite: bool = False,
+    cameras: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Write a new COLMAP database with cameras, images, keypoints, descriptors and matches -> {name: image_id}.
 
@@ -98,7 +95,9 @@ def export_to_colmap(
     (K,) bool selecting the verified matches of a pair (implies ``verified`` for that pair). The database is
     built in a temporary file and moved to ``database_path`` when complete; an existing one raises
     ``FileExistsError`` unless ``overwrite``. Conventions (+0.5 keypoint shift, descriptor quantisation): see
-    the module docstring.
+    the module docstring. ``cameras``: image name -> ``pycolmap.Camera`` (e.g. from EXIF by
+    ``pycolmap.infer_camera_from_image``) used instead of ``camera_model`` with a focal prior of 1.2 x the
+    larger side; with ``single_camera`` the first image's camera serves all.
     """
     pycolmap = _import_pycolmap()
     database_path = Path(database_path)
@@ -149,7 +148,7 @@ def export_to_colmap(
                     feats = features[name]
                     width, height = _image_size(name, feats, image_dir)
                     if camera_id is None or not single_camera:
-                        camera = pycolmap.Camera.create_from_model_id(
+                        camera = (cameras or {}).get(name) or pycolmap.Camera.create_from_model_id(
                             1, model_id, 1.2 * max(width, height), width, height
                         )
                         camera_id = db.write_camera(camera)

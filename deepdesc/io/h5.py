@@ -29,11 +29,14 @@ count as complete. Files are opened with HDF5's default (earliest) format, whose
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import h5py
 import numpy as np
+
+from ..errors import OutputMismatchError
 
 __all__ = [
     "names_to_pair",
@@ -44,9 +47,12 @@ __all__ = [
     "write_matches",
     "read_matches",
     "has_matches",
+    "check_settings",
+    "read_settings",
 ]
 
 COMPLETE_ATTR = "deepdesc_complete"
+SETTINGS_ATTR = "deepdesc_settings"  # JSON of what produced the file (model, options): resume checks it
 _FEATURE_KEYS = ("keypoints", "descriptors", "scores", "scales", "angles", "image_size")
 _PER_KEYPOINT = ("scores", "scales", "angles")
 
@@ -293,3 +299,51 @@ def read_matches(path: str | os.PathLike, name0: str, name1: str) -> tuple[np.nd
         order = np.argsort(matches[:, 0], kind="stable")
         matches, scores = np.ascontiguousarray(matches[order]), scores[order]
     return matches, scores
+
+
+def read_settings(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings recorded in the file at ``path`` (a JSON dict), or None when it has none or does not exist."""
+    if not os.path.exists(path):
+        return None
+    with h5py.File(path, "r") as fd:
+        text = fd.attrs.get(SETTINGS_ATTR)
+    return None if text is None else json.loads(text)
+
+
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
+        return out
+    return [] if old == new else [f"{where or 'settings'}: {old!r} in the file, {new!r} now"]
+
+
+def check_settings(path: str | os.PathLike, settings: dict[str, Any], overwrite: bool = False) -> None:
+    """Record ``settings`` in the file at ``path`` (created if needed), or check them against the recorded ones.
+
+    A file written with other settings (another model, patch or detector options, descriptor dtype) raises
+    :class:`~deepdesc.errors.OutputMismatchError` saying what differs, so that one file never mixes two
+    descriptor spaces; with ``overwrite`` every image in it is then deleted and the new settings recorded. A
+    file with image groups but no settings (written by another tool or an older deepdesc) counts as different.
+    Raises ``OSError`` naming the file when it cannot be created or is not HDF5.
+    """
+    settings = json.loads(json.dumps(settings, default=str))  # as it will read back
+    try:
+        fd = h5py.File(path, "a")
+    except OSError as exc:
+        raise OSError(f"{path}: cannot open as an HDF5 file for writing ({exc})") from None
+    with fd:
+        text = fd.attrs.get(SETTINGS_ATTR)
+        diff = _differences(json.loads(text), settings) if text is not None else []
+        if text is None and len(fd):
+            diff = ["no settings recorded (written by another tool or an older deepdesc)"]
+        if diff and not overwrite:
+            raise OutputMismatchError(
+                f"{path} was written with other settings ({'; '.join(diff[:6])}); resuming would mix two "
+                "descriptor spaces in one file. Pass --overwrite to start it again, or write to another file"
+            )
+        if diff:  # overwrite with other settings: nothing of the old file may stay
+            for key in list(fd.keys()):
+                del fd[key]
+        fd.attrs[SETTINGS_ATTR] = json.dumps(settings, sort_keys=True)

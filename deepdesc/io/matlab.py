@@ -18,7 +18,9 @@ with patches fed that way.
   cropped from an image in Python.
 
 Both MAT v5/v7 (``save``, read through :func:`scipy.io.loadmat`) and v7.3 (``save -v7.3``,
-HDF5, read through h5py) files are supported and give identical results.
+HDF5, read through h5py) files are supported and give identical results. GNU Octave writes MAT
+files only when asked (``save -v7`` or ``-v6``); its own formats (the default text format,
+``-binary``, ``-hdf5``, ``-zip``) are recognised and rejected with a message saying so.
 
 Internally an array is first brought to *MATLAB indexing* (``m[r, c, ...] == P(r+1, c+1, ...)``,
 with ``m.shape`` equal to MATLAB's ``size(P)``): scipy already returns that; h5py sees the
@@ -56,6 +58,8 @@ _NUMERIC_CLASSES = frozenset(
     {"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
 )
 _HDF5_SPECIAL = frozenset({"#refs#", "#subsystem#"})
+_OCTAVE_SAVE = "in Octave, save a MAT-file instead: save('-v7', '{file}', '{variable}')"
+_DTYPE_KINDS = {"b": "logical", "c": "complex", "U": "char", "S": "char", "O": "cell/object", "V": "struct"}
 _MATLAB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 
 
@@ -73,6 +77,14 @@ def _normalize_version(version: Any) -> str:
     raise ValueError(f"MAT-file version must be '5' or '7.3'; got {version!r}")
 
 
+def _non_numeric(source: str, what: str) -> ValueError:
+    """The error for a variable whose class is not a real numeric one (same text for every format)."""
+    hint = ""
+    if what == "logical":
+        hint = " (a logical mask is not an image: convert it to intensities 0..255, e.g. uint8(patches) * 255)"
+    return ValueError(f"{source}: holds {what} data, not real numbers{hint}; expected {_EXPECTED}")
+
+
 def patches_from_matlab(array: Any, layout: str = "original", source: str = "array") -> np.ndarray:
     """Turn an array indexed like MATLAB (``array[r, c, 0, i] == P(r+1, c+1, 1, i+1)``) into
     (N, 64, 64) float32 patches in the requested ``layout``.
@@ -88,9 +100,7 @@ def patches_from_matlab(array: Any, layout: str = "original", source: str = "arr
         except Exception as exc:  # noqa: BLE001 - anything unconvertible is "not numeric"
             raise ValueError(f"{source}: not a numeric array; expected {_EXPECTED}") from exc
     if array.dtype.kind not in "uif":
-        kind = {"b": "logical", "c": "complex", "U": "char", "S": "char", "O": "cell/object", "V": "struct"}
-        what = kind.get(array.dtype.kind, str(array.dtype))
-        raise ValueError(f"{source}: holds {what} data, not real numbers; expected {_EXPECTED}")
+        raise _non_numeric(source, _DTYPE_KINDS.get(array.dtype.kind, str(array.dtype)))
     shape = array.shape
     ok = shape[:2] == (PATCH, PATCH) and (len(shape) == 2 or len(shape) == 3 or (len(shape) == 4 and shape[2] == 1))
     if not ok:
@@ -124,7 +134,34 @@ def _read_v5(path: Path, variable: str) -> np.ndarray:
     value = data[variable]
     if not isinstance(value, np.ndarray):  # e.g. a sparse matrix
         raise ValueError(f"{path}: variable {variable!r} is a {type(value).__name__}; expected {_EXPECTED}")
+    if value.dtype == np.uint8 and _v5_class(path, variable) == "logical":
+        # scipy returns MATLAB/Octave logical arrays as uint8; only the header's flag tells them apart.
+        raise _non_numeric(f"{path}: variable {variable!r}", "logical")
     return value
+
+
+def _v5_class(path: Path, variable: str) -> str | None:
+    import scipy.io
+
+    try:
+        with open(path, "rb") as f:
+            classes = {name: cls for name, _, cls in scipy.io.whosmat(f)}
+    except Exception:  # noqa: BLE001 - loadmat already read the file; this is only a refinement
+        return None
+    return classes.get(variable)
+
+
+def _octave_format(path: Path) -> str | None:
+    """Which of GNU Octave's own (non-MAT) save formats ``path`` is in, if any."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"# Created by Octave") or head.startswith(b"# name: "):
+        return "GNU Octave's text format (what Octave's save writes by default)"
+    if head.startswith((b"Octave-1-L", b"Octave-1-B")):
+        return "GNU Octave's binary format (save -binary)"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed (Octave's save -zip)"
+    return None
 
 
 def _missing(path: Path, variable: str, names: list[str]) -> str:
@@ -156,12 +193,18 @@ def _read_v73(path: Path, variable: str) -> np.ndarray:
             raise ValueError(_missing(path, variable, [k for k in f if k not in _HDF5_SPECIAL]))
         obj = f[variable]
         cls = _matlab_class(obj)
+        octave_group = "OCTAVE_NEW_FORMAT" in obj.attrs or (cls is None and {"type", "value"} <= set(obj))
+        if isinstance(obj, h5py.Group) and octave_group:  # a MATLAB struct group has MATLAB_class "struct"
+            raise ValueError(
+                f"{path}: GNU Octave's own HDF5 format (save -hdf5), not a MATLAB v7.3 MAT-file; "
+                + _OCTAVE_SAVE.format(file=path.name, variable=variable)
+            )
         if not isinstance(obj, h5py.Dataset):
-            raise ValueError(f"{source} is a {cls or 'group'}, not a numeric array; expected {_EXPECTED}")
+            raise ValueError(f"{source}: is a {cls or 'group'}, not a numeric array; expected {_EXPECTED}")
         if cls is not None and cls not in _NUMERIC_CLASSES:
-            raise ValueError(f"{source} holds {cls} data, not real numbers; expected {_EXPECTED}")
+            raise _non_numeric(source, cls)
         if obj.dtype.kind not in "uif":
-            raise ValueError(f"{source} holds non-numeric data ({obj.dtype}); expected {_EXPECTED}")
+            raise _non_numeric(source, _DTYPE_KINDS.get(obj.dtype.kind, str(obj.dtype)))
         if np.any(np.asarray(obj.attrs.get("MATLAB_empty", 0))):
             # MATLAB stores an empty array as its dimensions (MATLAB order), flagged MATLAB_empty.
             dims = tuple(int(d) for d in np.asarray(obj[()]).ravel())
@@ -188,13 +231,23 @@ def read_mat_patches(path: str | os.PathLike, variable: str = "patches", layout:
     ``layout="original"``: each patch transposed, exactly as the original ``desc.lua`` bridge fed
     the network; ``layout="image"``: ``patches[i]`` equals ``P(:, :, 1, i)`` as displayed by
     ``imshow``. Raises ``ValueError`` naming the file and variable for a file that is not a
-    MAT-file, a missing variable, a wrong size, non-numeric data or NaN/Inf values.
+    MAT-file (GNU Octave's own formats are named, with the ``save -v7`` to use instead), a missing
+    variable, a wrong size, non-numeric data (logical, char, cell, struct, complex, sparse) or
+    NaN/Inf values.
     """
     _check_layout(layout)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    array = _read_v73(path, variable) if _is_hdf5(path) else _read_v5(path, variable)
+    if _is_hdf5(path):
+        array = _read_v73(path, variable)
+    else:
+        octave = _octave_format(path)
+        if octave is not None:
+            raise ValueError(
+                f"{path}: {octave}, not a MAT-file; " + _OCTAVE_SAVE.format(file=path.name, variable=variable)
+            )
+        array = _read_v5(path, variable)
     return patches_from_matlab(array, layout, source=f"{path}: variable {variable!r}")
 
 
@@ -242,7 +295,9 @@ def write_mat_descriptors(path: str | os.PathLike, descriptors: Any, variable: s
 
     In MATLAB, ``load(path)`` gives ``size(x) == [128 N]`` with ``x(:, i)`` the descriptor of
     patch i, as the original ``desc.lua`` wrote it. ``version``: ``"5"`` (scipy.io.savemat;
-    readable by every MATLAB and Octave) or ``"7.3"`` (HDF5 with MATLAB's 512-byte header).
+    readable by every MATLAB and Octave) or ``"7.3"`` (HDF5 with MATLAB's 512-byte header; MATLAB
+    and Octave both ``load`` it, except that Octave does not know MATLAB's convention for an empty
+    array and sees N=0 descriptors as the 1x2 vector ``[128 0]``).
     """
     import scipy.io
 
@@ -276,10 +331,10 @@ def describe_mat(
     ``model``: a registry name, a .t7/.safetensors path or a loaded model. ``version``: MAT-file
     version of the output, ``None`` for the same as the input. Returns the number of patches.
     """
-    from ..features.describe import DEFAULT_BATCH_SIZE, describe
-
     version = mat_version(in_path) if version is None else _normalize_version(version)
     patches = read_mat_patches(in_path, variable=variable, layout=layout)
+    from ..features.describe import DEFAULT_BATCH_SIZE, describe  # imports torch: after the input checks
+
     try:
         descriptors = describe(patches, model=model, batch_size=batch_size or DEFAULT_BATCH_SIZE, device=device)
     except ValueError as exc:

@@ -13,6 +13,7 @@ Architecture of the released models (Simo-Serra et al., ICCV 2015)::
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 import torch
@@ -98,6 +99,17 @@ class DeepDescNet(nn.Module):
         if self.conf["l2_normalize"]:
             x = F.normalize(x, dim=1)
         return x
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of every parameter and buffer (name, dtype, shape, bytes): identifies the descriptor space."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        for pool in (self.pool1, self.pool2, self.pool3):
+            digest.update(f"pool:{pool.kernel_size}:{pool.scale};".encode())
+        return digest.hexdigest()
 
     def num_flops(self) -> int:
         """Multiply-accumulates x 2 of the convolutions for one 64x64 patch."""

@@ -1,0 +1,169 @@
+"""Reading images: one decoder for every file deepdesc reads, and the array conventions.
+
+Files are decoded by OpenCV with ``IMREAD_UNCHANGED``, which **ignores EXIF orientation**: keypoints
+are in the frame of the stored pixels, as in COLMAP and hloc, so features, databases and match
+pictures of one image always agree. (Rotate such photos on disk first if you want them upright.)
+Colour files are BGR(A) as decoded and converted as such; 16-bit files keep their depth until
+:func:`load_image` scales them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["IMAGE_EXTENSIONS", "MIN_IMAGE_SIZE", "as_uint8_gray", "list_images", "load_image", "read_image"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+#: Smallest accepted image side in pixels.
+MIN_IMAGE_SIZE = 8
+# ITU-R BT.601 luma, as cv2.cvtColor(..., COLOR_RGB2GRAY).
+_LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_READ_MODES = ("raw", "uint8", "rgb", "gray")
+
+
+def read_image(path: str | os.PathLike, mode: str = "raw") -> np.ndarray:
+    """Decode an image file, EXIF orientation ignored (see the module docstring).
+
+    ``mode``: ``"raw"``, the stored array: (H, W) or (H, W, 3|4) in BGR(A) order, uint8 or uint16;
+    ``"uint8"``: (H, W) as stored gray or (H, W, 3) RGB, uint8 (16-bit scaled down, alpha dropped);
+    ``"rgb"``: always (H, W, 3) uint8 RGB; ``"gray"``: (H, W) uint8 BT.601 luma.
+    Missing file: ``FileNotFoundError``; a file OpenCV cannot decode: ``ValueError`` naming it.
+    """
+    if mode not in _READ_MODES:
+        raise ValueError(f"mode must be one of {_READ_MODES}, got {mode!r}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"not an image file: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ValueError(f"could not decode image file {path} (not an image format OpenCV can read)")
+    if mode == "raw":
+        return image
+    if mode == "gray":
+        return as_uint8_gray(image, channel_order="bgr")
+    if image.dtype != np.uint8:
+        image = np.clip(np.rint(image / (np.iinfo(image.dtype).max / 255.0)), 0, 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if mode == "rgb" else image
+    return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+
+
+def list_images(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """(name, path) for image files and the images found recursively in folders.
+
+    A name is the path relative to the folder it was found in (the file name for a file argument),
+    with ``/`` separators, as hloc and COLMAP name images. Duplicate names are an error.
+    """
+    found: list[tuple[str, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found += [(p.relative_to(path).as_posix(), p) for p in files]
+        elif path.is_file():
+            found.append((path.name, path))
+        else:
+            raise FileNotFoundError(f"{path}: no such image or folder")
+    names = [n for n, _ in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs give the image name(s) {duplicates[:5]}; pass their common folder instead")
+    return found
+
+
+def load_image(image_or_path: Any, channel_order: str = "rgb") -> np.ndarray:
+    """An image file or array -> ``(H, W)`` float32 grayscale with intensities in 0..255.
+
+    ``image_or_path``: a path (``str`` / ``os.PathLike``) read with OpenCV (colour files are BGR(A) and
+    converted as such; ``channel_order`` is ignored), or an array of shape ``(H, W)``, ``(H, W, 1)``,
+    ``(H, W, 3)`` or ``(H, W, 4)`` (the 4th channel is alpha and dropped). ``channel_order`` (``"rgb"``
+    or ``"bgr"``) says how 3/4-channel arrays are ordered; colour is converted with BT.601 luma weights.
+
+    Intensities: ``uint8`` as is; ``uint16`` scaled by 255/65535; other integer types must lie in
+    0..255; floats are taken as 0..255, except that float images whose maximum is <= 1.0 are taken as
+    0..1 and multiplied by 255. Float values within 1 of the range are clipped to 0..255; NaN/inf,
+    bool/complex data, values further out of range, empty images or sides below
+    :data:`MIN_IMAGE_SIZE` raise ``ValueError``. A missing file raises ``FileNotFoundError``.
+    """
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    if isinstance(image_or_path, (str, os.PathLike)):
+        image = read_image(image_or_path)
+        channel_order = "bgr"
+    elif isinstance(image_or_path, np.ndarray):
+        image = image_or_path
+    else:
+        try:
+            image = np.asarray(image_or_path)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"expected an image path or array, got {type(image_or_path).__name__}") from err
+    expected = "an image array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
+    if image.dtype.kind not in "uif":
+        raise ValueError(f"expected {expected} of integer or float dtype; got dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        pass
+    elif image.ndim != 2:
+        raise ValueError(f"expected {expected}; got shape {image.shape}")
+    h, w = image.shape[:2]
+    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
+        raise ValueError(f"image of shape {image.shape} is too small: sides of at least {MIN_IMAGE_SIZE} px needed")
+
+    if image.dtype == np.uint8:
+        scale = 1.0
+    elif image.dtype == np.uint16:
+        scale = 255.0 / 65535.0
+    elif image.dtype.kind in "ui":
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"integer image of dtype {image.dtype} has values in [{lo}, {hi}]; expected 0..255 "
+                "(uint16 images are rescaled automatically; convert others to uint8 or float)"
+            )
+        scale = 1.0
+    else:
+        if not np.isfinite(image).all():
+            raise ValueError("image contains NaN or inf values")
+        hi = float(image.max())
+        scale = 255.0 if hi <= 1.0 else 1.0
+
+    if image.ndim == 3:
+        if image.shape[2] == 1:
+            gray = image[:, :, 0].astype(np.float32)
+        else:
+            weights = _LUMA_RGB if channel_order == "rgb" else _LUMA_RGB[::-1]
+            gray = image[:, :, :3].astype(np.float32) @ weights
+    else:
+        gray = image.astype(np.float32, copy=True)
+    if scale != 1.0:
+        gray *= np.float32(scale)
+    if image.dtype.kind == "f":
+        lo, hi = float(gray.min()), float(gray.max())
+        if lo < -1.0 or hi > 256.0:
+            raise ValueError(
+                f"float image values span [{lo:g}, {hi:g}] after scaling; expected 0..255 (or 0..1 floats)"
+            )
+        np.clip(gray, 0.0, 255.0, out=gray)
+    return np.ascontiguousarray(gray, dtype=np.float32)
+
+
+def as_uint8_gray(image: Any, channel_order: str) -> np.ndarray:
+    if (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 2
+        and min(image.shape) >= MIN_IMAGE_SIZE
+    ):
+        return np.ascontiguousarray(image)  # fast path, no float round trip
+    gray = load_image(image, channel_order=channel_order)
+    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
