@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from deepdesc.train.trainer import Trainer, load_config
+from deepdesc.train import Trainer, load_config
 
 
 def main() -> None:

@@ -16,7 +16,9 @@ import argparse
 import copy
 
 from deepdesc.hub.weights import load_safetensors
-from deepdesc.train.trainer import load_config, model_from_checkpoint, validation_pairs, validation_scores
+from deepdesc.train import load_config, model_from_checkpoint
+from deepdesc.train.sources import validation_pairs
+from deepdesc.train.trainer import validation_scores
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepdesc.train.trainer import Trainer
+from deepdesc.train import Trainer
 
 from .test_train import _tiny_conf as _train_conf
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from deepdesc.train import CheckpointError, Trainer, load_config
 from deepdesc.train.losses import hardest_in_batch_triplet_loss, hinge_embedding_loss, mined_hinge_loss, top_fraction
-from deepdesc.train.trainer import CheckpointError, Trainer, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +126,8 @@ def test_short_run_lowers_validation_fpr95(tmp_path):
     conf["data"]["batch_size"] = 32
     conf["data"]["val_pairs"] = 256
     trainer = Trainer(conf)
-    from deepdesc.train.trainer import validation_fpr95, validation_pairs
+    from deepdesc.train.sources import validation_pairs
+    from deepdesc.train.trainer import validation_fpr95
 
     val = validation_pairs(conf)
     before = validation_fpr95(trainer.model, *val)
@@ -451,7 +452,7 @@ def test_init_from_an_earlier_run(tmp_path):
 
 
 def test_augment_and_nested_overrides(tmp_path):
-    from deepdesc.train.trainer import make_augment
+    from deepdesc.train.sources import make_augment
 
     conf = load_config(None, {"run": {"steps": 3}})
     assert conf["run"]["steps"] == 3 and conf["run"]["val_every"] == 500  # siblings kept
@@ -467,7 +468,8 @@ def test_augment_and_nested_overrides(tmp_path):
 def test_paper_recipe_learns_on_phototour_format_data(tmp_path, monkeypatch):
     """The paper's preset (hinge loss, r_p = r_n = 8 mining, SGD, per-pixel normalisation) on labelled
     data in the PhotoTour layout, 3D points held out for validation: FPR95 must fall several-fold."""
-    from deepdesc.train.trainer import validation_fpr95, validation_pairs
+    from deepdesc.train.sources import validation_pairs
+    from deepdesc.train.trainer import validation_fpr95
 
     from .make_fake_data import make_phototour
 
@@ -505,7 +507,7 @@ def test_yaml_config_equals_toml(tmp_path):
 
 def test_command_line_overrides(tmp_path):
     from deepdesc.cli import main
-    from deepdesc.train.trainer import parse_overrides
+    from deepdesc.train import parse_overrides
 
     assert parse_overrides(["optim.lr=0.001", "run.out_dir=runs/x", "data.sources=['sheets', 'photos']"]) == {
         "optim": {"lr": 0.001},
@@ -528,7 +530,7 @@ def test_command_line_overrides(tmp_path):
 
 def test_phototour_split_sources(tmp_path, monkeypatch):
     """phototour-split1:ROOT trains on ROOT/liberty + ROOT/yosemite (as the original split1 model)."""
-    from deepdesc.train.trainer import build_sources
+    from deepdesc.train.sources import build_sources
 
     from .make_fake_data import make_phototour
 

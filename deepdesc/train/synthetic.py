@@ -22,6 +22,9 @@ import cv2
 import numpy as np
 import torch
 
+from ..features.keypoints import detect_keypoints, transform_keypoints
+from ..features.patches import extract_patches
+
 __all__ = ["Augment", "SheetPairs", "ImagePairs", "PhotoTourPairs", "PairBatches", "photometric"]
 
 
@@ -136,8 +139,6 @@ class ImagePairs:
         keypoints_per_image: int = 1500,
         patch_options: dict | None = None,
     ):
-        from ..features.keypoints import detect_keypoints
-
         self.augment = augment or Augment()
         self.patch_options = patch_options or {}
         self.images = []
@@ -154,9 +155,6 @@ class ImagePairs:
             raise ValueError("ImagePairs needs at least one image with 8 or more keypoints")
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        from ..features.keypoints import transform_keypoints
-        from ..features.patches import extract_patches
-
         out_a, out_p, total, attempts = [], [], 0, 0
         while total < n:
             attempts += 1

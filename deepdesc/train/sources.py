@@ -1,0 +1,181 @@
+"""Training data sources: the pair sources a config's ``data.sources`` names, and the fixed validation pairs.
+
+* ``sheets``: the PhotoTour Notre Dame patch sheets in the shared ``data/train`` folder (every 10th sheet,
+  from the 2nd, is validation);
+* ``photos``, ``skimage``: the photos in ``data/train/photos`` and scikit-image's bundled photos (every 5th
+  image, from the 2nd, is validation);
+* ``phototour:PATH``: a labelled PhotoTour set (every 10th 3D point is validation);
+  ``phototour-split1:ROOT`` .. ``phototour-split4:ROOT``: the original release's training sets;
+* ``synthetic-noise``: smoothed random textures, a tiny self-contained source for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..datasets.phototour import PhotoTour
+from ..utils import shared_dir
+from .synthetic import Augment, ImagePairs, PairBatches, PhotoTourPairs, SheetPairs
+
+__all__ = ["PHOTOTOUR_SPLITS", "build_sources", "make_augment", "validation_pairs"]
+
+# The original release's training sets (../shared/README.md); the subset of split4 is not published, so
+# phototour-split4 uses all of the three sets.
+PHOTOTOUR_SPLITS = {
+    "split1": ("liberty", "yosemite"),
+    "split2": ("liberty", "notredame"),
+    "split3": ("yosemite", "notredame"),
+    "split4": ("liberty", "notredame", "yosemite"),
+}
+
+
+# Train and validation sources read the same folders: decode each once per process (read-only results).
+@functools.cache
+def _sheet_patches(folder: Path) -> list[np.ndarray]:
+    """One (256, 64, 64) uint8 array per PhotoTour sheet in ``folder`` (sorted by name)."""
+    sheets = []
+    for path in sorted(folder.glob("patches*.bmp")):
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if img is None or img.shape != (1024, 1024):
+            raise ValueError(f"{path}: expected a 1024x1024 grayscale patch sheet")
+        sheets.append(img.reshape(16, 64, 16, 64).transpose(0, 2, 1, 3).reshape(256, 64, 64))
+    return sheets
+
+
+@functools.cache
+def _photos(folder: Path) -> list[np.ndarray]:
+    out = []
+    for path in sorted(folder.iterdir()):
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if img is not None:
+            out.append(img)
+    return out
+
+
+@functools.cache
+def _skimage_photos() -> list[np.ndarray]:
+    """The natural photographs that ship with scikit-image (grayscale uint8)."""
+    try:
+        from skimage import color, data, util  # optional: deepdesc[train]
+    except ImportError:
+        raise ValueError(
+            "data source 'skimage' needs scikit-image (pip install scikit-image, or deepdesc[train])"
+        ) from None
+
+    names = ["astronaut", "camera", "coffee", "chelsea", "rocket", "motorcycle_left", "brick", "grass", "gravel"]
+    names += ["immunohistochemistry", "moon", "page", "text", "coins", "retina", "colorwheel", "hubble_deep_field"]
+    out = []
+    for name in names:
+        try:
+            img = getattr(data, name)()
+        except Exception:  # some need an optional download (pooch); skip those
+            continue
+        if img.ndim == 3:
+            img = color.rgb2gray(img[..., :3])
+        out.append(util.img_as_ubyte(img))
+    return out
+
+
+def _split(items: list, every: int = 5) -> tuple[list, list]:
+    """Deterministic split by source: every ``every``-th item (from the 2nd) is validation."""
+    val = [x for i, x in enumerate(items) if i % every == 1]
+    train = [x for i, x in enumerate(items) if i % every != 1]
+    return train, val
+
+
+def _pick(parts: tuple[list, list], split: str, name: str) -> list:
+    chosen = parts[0] if split == "train" else parts[1]
+    if not chosen:
+        raise ValueError(f"data source {name!r} has no {split} images (is DEEPDESC_SHARED set?)")
+    return chosen
+
+
+def _expand_splits(names: list[str], weights: list[float]) -> list[tuple[str, float]]:
+    """``phototour-splitK:ROOT`` -> one ``phototour:ROOT/<set>`` source per set of split K (weight shared)."""
+    out = []
+    for name, weight in zip(names, weights):
+        kind, _, root = name.partition(":")
+        if kind.startswith("phototour-"):
+            sets = PHOTOTOUR_SPLITS.get(kind.removeprefix("phototour-"))
+            if sets is None or not root:
+                raise ValueError(f"unknown data source {name!r}; PhotoTour splits: phototour-split1..4:ROOT")
+            out += [(f"phototour:{Path(root) / s}", float(weight) / len(sets)) for s in sets]
+        else:
+            out.append((name, weight))
+    return out
+
+
+def _phototour_source(root: str, split: str) -> PhotoTourPairs:
+    """Labelled PhotoTour set at ``root`` (Brown layout with info.txt); every 10th 3D point is validation."""
+    data = PhotoTour(root)
+    if data.point_ids is None:
+        raise ValueError(f"{root}: PhotoTour training needs info.txt (3D point id per patch)")
+    points = np.unique(data.point_ids)
+    chosen = points[(points % 10 == 1) == (split == "val")]
+    return PhotoTourPairs(data.patches, data.point_ids, chosen)
+
+
+def _noise_patches(n: int, seed: int) -> np.ndarray:
+    """Smoothed random textures: a tiny self-contained source for tests."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 64, 64), np.uint8)
+    for i in range(n):
+        x = cv2.GaussianBlur(rng.uniform(0, 255, (64, 64)).astype(np.float32), (0, 0), rng.uniform(1.0, 3.0))
+        x = (x - x.mean()) / (x.std() + 1e-6) * 50 + 128
+        out[i] = np.clip(x, 0, 255).astype(np.uint8)
+    return out
+
+
+def make_augment(overrides: dict) -> Augment:
+    """:class:`~deepdesc.train.synthetic.Augment` with the config's ``data.augment`` overrides (lists -> tuples)."""
+    known = {f.name for f in dataclasses.fields(Augment)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown data.augment keys {unknown}; known: {sorted(known)}")
+    return Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+
+
+def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
+    """The pair sources named in ``conf['data']['sources']`` for ``split`` ('train' or 'val'), and their weights."""
+    data = conf["data"]
+    options = {k: data[k] for k in ("region_scale", "blur_sigma") if data.get(k) is not None}
+    aug = make_augment(data.get("augment", {}))
+    root = shared_dir() / "data" / "train"
+    sources, weights = [], []
+    if len(data["sources"]) != len(data["weights"]):
+        counts = f"{len(data['sources'])} vs {len(data['weights'])}"
+        raise ValueError(f"data.sources and data.weights must have the same length ({counts})")
+    for name, weight in _expand_splits(data["sources"], data["weights"]):
+        if name == "sheets":
+            sheets = _pick(_split(_sheet_patches(root / "notredame"), every=10), split, name)
+            sources.append(SheetPairs(np.concatenate(sheets), augment=aug))
+        elif name == "photos":
+            photos = _pick(_split(_photos(root / "photos")), split, name)
+            sources.append(ImagePairs(photos, augment=aug, patch_options=options))
+        elif name == "skimage":
+            photos = _pick(_split(_skimage_photos()), split, name)
+            sources.append(ImagePairs(photos, augment=aug, patch_options=options))
+        elif name.startswith("phototour:"):
+            sources.append(_phototour_source(name.partition(":")[2], split))
+        elif name.startswith("synthetic-noise"):
+            sources.append(SheetPairs(_noise_patches(64, seed=0 if split == "train" else 1)))
+        else:
+            raise ValueError(
+                f"unknown data source {name!r}; known: sheets, photos, skimage, phototour:PATH, "
+                "phototour-split1..4:ROOT, synthetic-noise"
+            )
+        weights.append(float(weight))
+    return sources, weights
+
+
+def validation_pairs(conf: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed validation set of corresponding pairs, (V, 1, 64, 64) twice."""
+    sources, weights = build_sources(conf, "val")
+    batches = PairBatches(sources, conf["data"]["val_pairs"], seed=conf["run"]["seed"] + 7919, weights=weights)
+    return batches[0]
