@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import struct
 import time
 
 import numpy as np
@@ -177,3 +178,59 @@ def test_zero_stride_view_cannot_blow_up_memory():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.t7"):
         load_t7(tmp_path / "nope.t7")
+
+
+def _views_of_one_storage(count: int, size: int, stride: int, storage_size: int) -> bytes:
+    """A table of ``count`` distinct DoubleTensors of ``size`` elements, all views of one storage."""
+    i32, i64 = (lambda v: struct.pack("<i", v)), (lambda v: struct.pack("<q", v))
+
+    def name(s: str) -> bytes:
+        return i32(len(s)) + s.encode()
+
+    data = i32(3) + i32(1) + i32(count)
+    for k in range(count):
+        data += i32(1) + struct.pack("<d", k + 1.0)  # key
+        data += i32(4) + i32(10 + k) + name("V 1") + name("torch.DoubleTensor")
+        data += i32(1) + i64(size) + i64(stride) + i64(1)
+        data += i32(4) + i32(2)  # the storage: written once, then referenced
+        if k == 0:
+            data += name("V 1") + name("torch.DoubleStorage") + i64(storage_size) + bytes(8 * storage_size)
+    return data
+
+
+@pytest.mark.parametrize(
+    "count, size, stride, storage_size",
+    [
+        (200, 1 << 24, 0, 1),  # a 10 KB file claiming 200 x 128 MB of zero-stride views
+        (60, 1 << 19, 1, 1 << 19),  # a 4 MB storage viewed by 60 tensors: 240 MB
+    ],
+)
+def test_views_sharing_a_storage_cannot_blow_up_memory(count, size, stride, storage_size):
+    data = _views_of_one_storage(count, size, stride, storage_size)
+    start = time.perf_counter()
+    with pytest.raises(T7FormatError, match="more tensor data than") as info:
+        parse_t7(data, "views.t7")
+    assert time.perf_counter() - start < 1.0
+    assert "views.t7" in str(info.value)
+
+
+def test_a_few_views_of_one_storage_are_fine():
+    tree = parse_t7(_views_of_one_storage(3, 1 << 10, 0, 1))
+    assert len(tree) == 3 and all(v.shape == (1 << 10,) for v in tree.values())
+
+
+@pytest.mark.parametrize("sizes", [(0, 2**62, 2**62), (0, 2**63 - 1), (0, -5)])
+def test_empty_tensor_with_absurd_sizes(sizes):
+    header = b"\x04\x00\x00\x00\x02\x00\x00\x00" + b"\x03\x00\x00\x00V 1" + b"\x11\x00\x00\x00torch.FloatTensor"
+    dims = struct.pack("<i", len(sizes)) + b"".join(struct.pack("<q", s) for s in sizes) + bytes(8 * len(sizes))
+    data = header + dims + struct.pack("<q", 1) + b"\x00\x00\x00\x00"  # offset, nil storage
+    with pytest.raises(T7FormatError, match="size"):
+        parse_t7(data, "empty.t7")
+
+
+def test_load_t7_wraps_every_reader_problem(tmp_path):
+    header = b"\x04\x00\x00\x00\x02\x00\x00\x00" + b"\x03\x00\x00\x00V 1" + b"\x11\x00\x00\x00torch.FloatTensor"
+    path = tmp_path / "empty.t7"
+    path.write_bytes(header + struct.pack("<iqqqqq", 2, 0, 2**62, 0, 0, 1) + bytes(4))
+    with pytest.raises(ModelFormatError, match="empty.t7"):
+        load_t7(path)

@@ -10,8 +10,10 @@ parses that tree into plain Python values without executing anything:
 * serialized Lua functions are rejected.
 
 Every length read from the file is checked against the bytes that remain, the
-nesting depth and object count are capped, and any problem raises
-:class:`T7FormatError` naming the file and byte offset.
+nesting depth and object count are capped, the tensor data materialised for the
+whole file is capped in proportion to the file's size (tensors may view one
+storage, even with zero strides, so their sum could otherwise dwarf the file),
+and any problem raises :class:`T7FormatError` naming the file and byte offset.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ MAX_DIMS = 16
 MAX_FILE_BYTES = 2**31
 # A tensor may view its storage with zero strides (expand); cap what such a view may materialise.
 MAX_VIEW_ELEMENTS = 1 << 24
+# All tensors of a file together may materialise at most this many bytes beyond twice the file's size.
+MAX_EXTRA_TENSOR_BYTES = 1 << 26
+# Largest product of the non-zero sizes of an empty tensor (which stores nothing).
+MAX_EMPTY_SHAPE = 1 << 40
 
 
 @dataclass
@@ -71,6 +77,8 @@ class _Reader:
         self.name = name
         self.memo: dict[int, Any] = {}
         self.count = 0
+        self.tensor_bytes = 0
+        self.max_tensor_bytes = 2 * len(data) + MAX_EXTRA_TENSOR_BYTES
 
     def fail(self, problem: str) -> T7FormatError:
         return T7FormatError(f"{self.name}: not a valid Torch7 file: {problem} (at byte {self.pos})")
@@ -175,10 +183,15 @@ class _Reader:
         offset = self.int64() - 1
         storage = self.read(depth + 1)
         dtype = _STORAGE_DTYPES[_TENSOR_TO_STORAGE[class_name]]
-        if ndim == 0 or any(s == 0 for s in sizes):
-            return np.zeros([max(s, 0) for s in sizes] or [0], dtype=dtype)
-        if any(s < 0 for s in sizes) or any(s < 0 for s in strides) or offset < 0:
-            raise self.fail(f"{class_name} with negative size, stride or offset")
+        if any(s < 0 for s in sizes):
+            raise self.fail(f"{class_name} with negative size {tuple(sizes)}")
+        if ndim == 0 or 0 in sizes:
+            # Stores nothing, but its other sizes are bounded so that numpy can represent the shape.
+            if np.prod([max(s, 1) for s in sizes], dtype=np.float64) > MAX_EMPTY_SHAPE:
+                raise self.fail(f"empty {class_name} of implausible size {tuple(sizes)}")
+            return np.zeros(sizes or [0], dtype=dtype)
+        if any(s < 0 for s in strides) or offset < 0:
+            raise self.fail(f"{class_name} with negative stride or offset")
         if not isinstance(storage, np.ndarray) or storage.ndim != 1:
             raise self.fail(f"{class_name} without a storage")
         if storage.dtype != dtype:
@@ -190,6 +203,13 @@ class _Reader:
         if last >= storage.size:
             raise self.fail(
                 f"{class_name} of size {tuple(sizes)} reaches element {last} of a storage of {storage.size}"
+            )
+        self.tensor_bytes += elements * dtype.itemsize
+        if self.tensor_bytes > self.max_tensor_bytes:
+            raise self.fail(
+                f"{class_name} of size {tuple(sizes)} brings the file to more tensor data than "
+                f"{self.max_tensor_bytes} bytes (twice its {len(self.data)} bytes plus {MAX_EXTRA_TENSOR_BYTES}): "
+                "tensors viewing one storage many times"
             )
         view = np.lib.stride_tricks.as_strided(
             storage[offset:],

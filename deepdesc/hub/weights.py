@@ -1,13 +1,19 @@
 """Model files: import of the original Torch7 models and the project's safetensors format.
 
 A safetensors file holds the :class:`~deepdesc.model.DeepDescNet` state dict plus string
-metadata: ``format`` (``deepdesc``), ``config`` (JSON of the model conf), ``normalisation``,
-``provenance``, ``training_data`` and ``license``. Both readers are safe: no code runs.
+metadata: ``format`` (``deepdesc``), ``config`` (JSON of the model conf), ``lp_scales``,
+``normalisation``, ``provenance``, ``training_data`` and ``license``. Both readers are safe: no
+code runs, and nothing a file merely claims is allocated. :func:`load_safetensors` reads the
+header (bounded), checks the architecture metadata's types and bounds, and checks every tensor's
+declared dtype, shape and byte range against what that architecture implies, all before it reads
+a tensor or builds the network; then the weights must be finite.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -16,13 +22,21 @@ import numpy as np
 import torch
 
 from ..errors import ModelFormatError, T7FormatError
-from ..nn.cnn3 import DeepDescNet
+from ..nn.cnn3 import PATCH_SIZE, DeepDescNet, default_conf
+from ..nn.layers import INPUT_NORMS
 from ..utils import atomic_path
 from .t7 import TorchObject, read_t7
 
 __all__ = ["ModelFormatError", "load_safetensors", "load_t7", "save_safetensors"]
 
 FORMAT_TAG = "deepdesc"
+
+# Bounds on what a safetensors model file may claim (DeepDesc models are about 1 MB).
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_FILE_BYTES = 2**31
+MAX_CHANNELS = 4096
+MAX_KERNEL = PATCH_SIZE
+_FLOAT_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
 
 
 def _seq(obj: Any) -> list:
@@ -127,7 +141,6 @@ def load_t7(path: str | os.PathLike) -> DeepDescNet:
         tree = read_t7(path)
     except T7FormatError as exc:
         raise ModelFormatError(str(exc)) from None
-    model = DeepDescNet()
     try:
         if not isinstance(tree, dict) or not {"desc", "mean", "std"} <= set(tree):
             raise KeyError("top level should be a table with 'desc', 'mean' and 'std'")
@@ -137,6 +150,9 @@ def load_t7(path: str | os.PathLike) -> DeepDescNet:
         expected += ["nn.SpatialConvolution", "nn.Tanh", "nn.SpatialLPPooling", "nn.Reshape"]
         if names != expected:
             raise KeyError(f"network is {names}, expected the CNN3 layout {expected}")
+        # The original models have one fixed architecture: the network is the default CNN3
+        # (about 1 MB), and every tensor of the file must match its shapes exactly.
+        model = DeepDescNet()
         with torch.no_grad():
             _load_conv(layers[0], model.conv1)
             _load_lppool(layers[2], model.pool1)
@@ -179,51 +195,273 @@ def save_safetensors(model: DeepDescNet, path: str | os.PathLike, metadata: dict
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
 
 
-def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata of a safetensors file (raises :class:`ModelFormatError` if unreadable)."""
-    from safetensors import safe_open
+def _show(value: Any, limit: int = 80) -> str:
+    """``value`` as JSON, shortened to ``limit`` characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number that is a finite float (huge integers are not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+class _Header:
+    """A safetensors file's parsed header: string metadata and tensor entries, sizes checked."""
+
+    def __init__(self, path: Path, metadata: dict[str, str], entries: dict[str, dict], data_bytes: int):
+        self.path = path
+        self.metadata = metadata
+        self.entries = entries  # name -> {"dtype": str, "shape": [int], "data_offsets": [int, int]}
+        self.data_bytes = data_bytes  # bytes after the header
+
+    def fail(self, problem: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.path}: {problem}")
+
+
+def _read_header(path: Path) -> _Header:
+    """Parse and structurally check the header of safetensors file ``path`` (reads only the header)."""
+
+    def fail(problem: str) -> ModelFormatError:
+        return ModelFormatError(f"{path}: {problem}")
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFormatError(f"{path}: not a readable safetensors file ({exc})") from None
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise fail(f"not a safetensors file: too short ({size} bytes; expected an 8-byte header length first)")
+            if size > MAX_FILE_BYTES:
+                raise fail(f"file of {size} bytes is too large for a DeepDesc model (limit {MAX_FILE_BYTES})")
+            n = int.from_bytes(f.read(8), "little")
+            if n > MAX_HEADER_BYTES:
+                raise fail(
+                    f"not a safetensors file, or a corrupt one: header of {n} bytes "
+                    f"(expected at most {MAX_HEADER_BYTES})"
+                )
+            if n > size - 8:
+                raise fail(f"truncated: header of {n} bytes, but only {size - 8} bytes follow its length")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: model file not found") from None
+    except OSError as exc:
+        raise fail(f"cannot read the file ({exc.strerror or exc})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise fail("not a safetensors file: its header is not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise fail(f"not a safetensors file: its header is not valid JSON ({problem})") from None
+    if not isinstance(header, dict):
+        raise fail(f"not a safetensors file: its header is {_show(header, 40)}, expected a JSON object")
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise fail(f"'__metadata__' is {_show(metadata)}; expected a JSON object of strings")
+    for name, entry in header.items():
+        where = f"tensor '{name}'"
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+            raise fail(f"{where}: header entry {_show(entry)}; expected an object with dtype, shape, data_offsets")
+        if not isinstance(entry["dtype"], str):
+            raise fail(f'{where}: dtype {_show(entry["dtype"])}; expected a safetensors dtype name such as "F32"')
+        shape = entry["shape"]
+        if not (isinstance(shape, list) and len(shape) <= 8 and all(_is_int(d) and d >= 0 for d in shape)):
+            raise fail(f"{where}: shape {_show(shape)}; expected a list of at most 8 non-negative integers")
+        offsets = entry["data_offsets"]
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(_is_int(o) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
+            raise fail(f"{where}: data_offsets {_show(offsets)}; expected [begin, end] with 0 <= begin <= end")
+    return _Header(path, metadata, header, size - 8 - n)
+
+
+def _check_config(h: _Header) -> dict[str, Any]:
+    """The model conf of the metadata, with defaults for keys older files lack; types and bounds checked."""
+    if "config" not in h.metadata:
+        raise h.fail("metadata has no 'config'; expected the model's architecture as a JSON object")
+    try:
+        conf = json.loads(h.metadata["config"])
+    except (ValueError, RecursionError) as exc:
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise h.fail(
+            f"metadata 'config' is not valid JSON ({problem}); expected a JSON object of model settings"
+        ) from None
+    if not isinstance(conf, dict):
+        raise h.fail(f"metadata 'config' is {_show(conf)}; expected a JSON object of model settings")
+    unknown = sorted(set(conf) - set(default_conf))
+    if unknown:
+        raise h.fail(f"metadata 'config' has unknown keys {unknown}; expected only {', '.join(sorted(default_conf))}")
+    conf = {**copy.deepcopy(default_conf), **conf}
+
+    def bad(key: str, expected: str) -> ModelFormatError:
+        return h.fail(f"metadata 'config': '{key}' is {_show(conf[key])}; expected {expected}")
+
+    if conf["arch"] != "cnn3":
+        raise bad("arch", '"cnn3"')
+    for key, top in (("channels", MAX_CHANNELS), ("kernel_sizes", MAX_KERNEL), ("pool_sizes", MAX_KERNEL)):
+        value = conf[key]
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_int(v) and 1 <= v <= top for v in value)):
+            raise bad(key, f"a list of 3 integers in 1..{top}")
+    k = conf["norm_kernel_size"]
+    if not (_is_int(k) and 1 <= k < MAX_KERNEL and k % 2 == 1):
+        raise bad("norm_kernel_size", f"an odd integer in 1..{MAX_KERNEL - 1}")
+    if not isinstance(conf["input_norm"], str) or conf["input_norm"] not in INPUT_NORMS:
+        raise bad("input_norm", " or ".join(json.dumps(m) for m in INPUT_NORMS))
+    if not isinstance(conf["l2_normalize"], bool):
+        raise bad("l2_normalize", "true or false")
+    scale, sigma = conf["region_scale"], conf["blur_sigma"]
+    if scale is not None and not (_is_number(scale) and scale > 0):
+        raise bad("region_scale", "null or a positive finite number")
+    if sigma is not None and not (_is_number(sigma) and sigma >= 0):
+        raise bad("blur_sigma", "null or a finite number >= 0")
+    kernels, pools = conf["kernel_sizes"], conf["pool_sizes"]
+    layers = f"kernel_sizes {kernels} with pool_sizes {pools}"
+    example = "e.g. kernel_sizes [7, 6, 5] with pool_sizes [2, 3, 4]"
+    size = PATCH_SIZE
+    for i, (k, p) in enumerate(zip(kernels, pools), 1):
+        if size - k + 1 < p:
+            raise h.fail(
+                f"metadata 'config': {layers} do not fit a {PATCH_SIZE}x{PATCH_SIZE} patch (layer {i}: a {k}x{k} "
+                f"convolution then {p}x{p} pooling of a {size}x{size} map); expected sizes that reduce "
+                f"{PATCH_SIZE}x{PATCH_SIZE} to 1x1, {example}"
+            )
+        size = (size - k + 1) // p
+    if size != 1:
+        raise h.fail(
+            f"metadata 'config': {layers} reduce a {PATCH_SIZE}x{PATCH_SIZE} patch to {size}x{size}; "
+            f"expected 1x1, {example}"
+        )
+    return conf
+
+
+def _check_scales(h: _Header) -> list[float] | None:
+    if "lp_scales" not in h.metadata:
+        return None
+    try:
+        scales = json.loads(h.metadata["lp_scales"])
+    except (ValueError, RecursionError):
+        scales = h.metadata["lp_scales"]
+    if not (isinstance(scales, list) and len(scales) == 3 and all(_is_number(s) and s > 0 for s in scales)):
+        raise h.fail(f"metadata 'lp_scales' is {_show(scales)}; expected a JSON list of 3 positive finite numbers")
+    return [float(s) for s in scales]
+
+
+def _expected_shapes(conf: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The state dict shapes of ``DeepDescNet(conf)``, computed without building it."""
+    c1, c2, c3 = conf["channels"]
+    k1, k2, k3 = conf["kernel_sizes"]
+    n, p = conf["norm_kernel_size"], PATCH_SIZE
+    return {
+        "mean": (1, p, p),
+        "std": (1, p, p),
+        "conv1.weight": (c1, 1, k1, k1),
+        "conv1.bias": (c1,),
+        "norm1.weight": (1, c1, n, n),
+        "conv2.weight": (c2, c1, k2, k2),
+        "conv2.bias": (c2,),
+        "norm2.weight": (1, c2, n, n),
+        "conv3.weight": (c3, c2, k3, k3),
+        "conv3.bias": (c3,),
+    }
+
+
+def _check_tensors(h: _Header, conf: dict[str, Any]) -> None:
+    """Every tensor the architecture needs, and nothing else, with its shape and packed byte range."""
+    expected = _expected_shapes(conf)
+    missing, extra = sorted(set(expected) - set(h.entries)), sorted(set(h.entries) - set(expected))
+    if missing or extra:
+        raise h.fail(
+            f"tensors do not match the metadata config: missing {missing}, unexpected {extra}; "
+            f"expected exactly {sorted(expected)}"
+        )
+    arch = ", ".join(f"{key} {conf[key]}" for key in ("channels", "kernel_sizes", "norm_kernel_size"))
+    spans = []
+    for name in sorted(expected):
+        entry = h.entries[name]
+        dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        if dtype not in _FLOAT_ITEMSIZE:
+            raise h.fail(f"tensor '{name}' has dtype {dtype}; expected F32 (or F16, BF16, F64)")
+        if shape != expected[name]:
+            raise h.fail(
+                f"tensor '{name}' has shape {shape}, but the metadata config ({arch}) implies {expected[name]}"
+            )
+        nbytes = math.prod(shape) * _FLOAT_ITEMSIZE[dtype]
+        if end - begin != nbytes:
+            raise h.fail(
+                f"tensor '{name}': data_offsets [{begin}, {end}] hold {end - begin} bytes; "
+                f"expected {nbytes} bytes for shape {shape} {dtype}"
+            )
+        spans.append((begin, end, name))
+    spans.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise h.fail(f"tensor '{n1}' bytes [{b1}, {e1}] overlap tensor '{n0}' bytes [{b0}, {e0}]")
+    position = 0
+    for begin, end, name in spans:
+        if begin != position:
+            raise h.fail(f"data bytes [{position}, {begin}) before tensor '{name}' belong to no tensor")
+        position = end
+    if position > h.data_bytes:
+        raise h.fail(f"truncated: the tensors need {position} bytes of data, but only {h.data_bytes} follow the header")
+    if position < h.data_bytes:
+        raise h.fail(f"{h.data_bytes - position} bytes after the last tensor; expected the file to end there")
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file, from its header alone.
+
+    Raises :class:`FileNotFoundError` if there is no file, :class:`ModelFormatError` (naming the
+    file) if its header is not a well-formed, bounded safetensors header.
+    """
+    return dict(_read_header(Path(path)).metadata)
 
 
 def load_safetensors(path: str | os.PathLike) -> DeepDescNet:
-    """Load a model written by :func:`save_safetensors`."""
+    """Load a model written by :func:`save_safetensors`.
+
+    Raises :class:`ModelFormatError`, naming the file and the offending key or tensor, when the
+    header, the architecture metadata or a tensor's dtype, shape, byte range or values (NaN, inf)
+    are not what a DeepDesc model can be; these checks precede any allocation the file asks for.
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    meta = read_safetensors_metadata(path)
-    if meta.get("format") != FORMAT_TAG:
-        raise ModelFormatError(f"{path}: safetensors file without deepdesc metadata (format={meta.get('format')!r})")
-    try:
-        conf = json.loads(meta["config"])
-        scales = json.loads(meta.get("lp_scales", "null"))
-        model = DeepDescNet(conf)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ModelFormatError(f"{path}: bad model config in metadata ({exc})") from None
+    h = _read_header(path)
+    if h.metadata.get("format") != FORMAT_TAG:
+        raise h.fail(f"safetensors file without deepdesc metadata (format={h.metadata.get('format')!r})")
+    conf = _check_config(h)
+    scales = _check_scales(h)
+    _check_tensors(h, conf)
     try:
         tensors = load_file(str(path))
-    except Exception as exc:
-        raise ModelFormatError(f"{path}: not a readable safetensors file ({exc})") from None
-    expected = model.state_dict()
-    if set(tensors) != set(expected):
-        raise ModelFormatError(
-            f"{path}: tensors {sorted(set(tensors) ^ set(expected))} missing or unexpected for this config"
-        )
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise ModelFormatError(
-                f"{path}: '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
-            )
-        if not torch.isfinite(value).all():
-            raise ModelFormatError(f"{path}: '{key}' holds NaN or inf")
-    model.load_state_dict(tensors)
+    except Exception as exc:  # safetensors raises its own error types
+        raise h.fail(f"not a readable safetensors file ({exc})") from None
+    for name in sorted(tensors):
+        if not torch.isfinite(tensors[name]).all():
+            raise h.fail(f"tensor '{name}' holds NaN or inf; expected finite values")
+    if conf["input_norm"] == "pixel" and not (tensors["std"] > 0).all():
+        raise h.fail("tensor 'std' has values <= 0; expected a positive per-pixel std map for input_norm \"pixel\"")
+    try:
+        model = DeepDescNet(conf)
+        model.load_state_dict(tensors)
+    except (ValueError, RuntimeError) as exc:  # not expected after the checks above
+        raise h.fail(f"cannot build the model its metadata describes ({exc})") from None
     if scales is not None:
-        model.pool1.scale, model.pool2.scale, model.pool3.scale = (float(s) for s in scales)
-    model.info = {k: v for k, v in meta.items() if k not in ("format", "config", "lp_scales")}
+        model.pool1.scale, model.pool2.scale, model.pool3.scale = scales
+    model.info = {k: v for k, v in h.metadata.items() if k not in ("format", "config", "lp_scales")}
     return model.eval()

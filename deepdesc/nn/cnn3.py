@@ -55,6 +55,9 @@ class DeepDescNet(nn.Module):
 
     def __init__(self, conf: dict[str, Any] | None = None):
         super().__init__()
+        unknown = set(conf or {}) - set(default_conf)
+        if unknown:
+            raise ValueError(f"unknown DeepDescNet conf keys {sorted(unknown)}; known: {sorted(default_conf)}")
         self.conf = {**copy.deepcopy(default_conf), **(conf or {})}
         c1, c2, c3 = self.conf["channels"]
         k1, k2, k3 = self.conf["kernel_sizes"]
