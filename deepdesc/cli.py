@@ -58,6 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _extractor_conf(args: argparse.Namespace) -> dict:
     """The extract conf of the extractor options: ``--model sift|rootsift`` selects OpenCV SIFT."""
     conf: dict = {"max_keypoints": args.max_keypoints, "upright": args.upright, "region_scale": args.region_scale}
+    if getattr(args, "unit_norm", False):
+        conf["unit_norm"] = True
     if args.model in ("sift", "rootsift"):
         return {"extractor": "sift", "root": args.model == "rootsift", **conf}
     return {"extractor": "deepdesc", "model": args.model, "blur_sigma": args.blur_sigma, "device": args.device, **conf}
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="store descriptors as float16")
     p.add_argument("--overwrite", action="store_true", help="describe images already in the file again")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: skip it)")
+    p.add_argument("--unit-norm", action="store_true", help="L2-normalise descriptors (for hloc's matchers)")
     _add_extractor_args(p)
     p.set_defaults(func=_cmd_describe)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .features.extractor import Extractor
@@ -59,9 +60,18 @@ class ExtractSummary:
         return text
 
 
+def _resolve(conf: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(conf, str):
+        if conf not in confs:
+            raise KeyError(f"unknown extract conf {conf!r}; known: {', '.join(confs)}")
+        return copy.deepcopy(confs[conf])
+    return dict(conf)
+
+
 def make_extractor(conf: dict[str, Any] | str) -> Extractor | SIFT:
     """An extractor from a conf dict or a name in :data:`confs` (``model`` may also be a path or network)."""
-    conf = copy.deepcopy(confs[conf]) if isinstance(conf, str) else dict(conf)
+    conf = _resolve(conf)
+    conf.pop("unit_norm", None)  # applied by main() when writing
     kind = conf.pop("extractor", "deepdesc")
     if kind == "sift":
         return SIFT(**conf)
@@ -84,12 +94,20 @@ def main(
 
     Image names are paths relative to their folder (hloc's naming). ``overwrite`` describes images already
     in the file again (and, when the recorded settings differ, empties the file first). ``as_half`` stores
-    float16 descriptors. ``extractor``: an already-built one (else made from ``conf``).
+    float16 descriptors. ``conf["unit_norm"]``: L2-normalise descriptors before writing (hloc's dot-product
+    matchers assume unit vectors; the original split models' are not). ``extractor``: an already-built one
+    (else made from ``conf``).
     """
     features_path = Path(features_path)
+    h5.check_writable(features_path)  # before loading a model or computing anything
     found = list_images([images] if isinstance(images, (str, os.PathLike)) else images)
+    unit_norm = bool(_resolve(conf).get("unit_norm", False))
     extractor = extractor or make_extractor(conf)
-    settings = {**extractor.settings(), "descriptor_dtype": "float16" if as_half else "float32"}
+    settings = {
+        **extractor.settings(),
+        "descriptor_dtype": "float16" if as_half else "float32",
+        "unit_norm": unit_norm,
+    }
     h5.check_settings(features_path, settings, overwrite=overwrite)  # before any image is computed
     summary = ExtractSummary(features_path)
     done = set() if overwrite else set(h5.list_images(features_path))
@@ -107,6 +125,7 @@ def main(
                 raise
             return exc
 
+    warned_norm = False
     # decode, detect and cut the next image's patches in a thread while the network describes this one
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(prepare, todo[0][1])
@@ -119,6 +138,17 @@ def main(
                 logger.warning("skipped %s: %s", name, prepared)
                 continue
             features = extractor.finish(prepared)
+            norms = np.linalg.norm(features.descriptors, axis=1)
+            if unit_norm:
+                features.descriptors = features.descriptors / np.maximum(norms, 1e-12)[:, None]
+            elif len(norms) and not warned_norm and np.abs(norms - 1).max() > 1e-3:
+                logger.warning(
+                    "descriptors are not unit-norm (norm %.3g..%.3g); hloc's nearest-neighbour matcher assumes unit "
+                    "vectors: pass unit_norm (--unit-norm) to normalise them",
+                    norms.min(),
+                    norms.max(),
+                )
+                warned_norm = True
             h5.write_features(features_path, name, features.as_dict(), overwrite=overwrite, as_half=as_half)
             summary.described.append(name)
     return summary

@@ -10,8 +10,10 @@ intrinsics come from EXIF where present (``pycolmap.infer_camera_from_image``), 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,17 @@ class ReconstructionSummary:
             f"mean track length {self.mean_track_length:.2f}, mean reprojection error "
             f"{self.mean_reprojection_error:.3f} px -> {self.model_path}"
         )
+
+
+@contextlib.contextmanager
+def _colmap_log(pycolmap: Any, verbose: bool) -> Iterator[None]:
+    """COLMAP's INFO lines (one per step) only when ``verbose``; warnings and errors always."""
+    level = pycolmap.logging.minloglevel
+    pycolmap.logging.minloglevel = level if verbose else max(level, 1)
+    try:
+        yield
+    finally:
+        pycolmap.logging.minloglevel = level
 
 
 def _cameras(pycolmap: Any, image_dir: Path, names: list[str], camera_model: str) -> dict[str, Any]:
@@ -94,12 +107,14 @@ def main(
     camera_model: str = "SIMPLE_RADIAL",
     text: bool = False,
     progress: bool = True,
+    verbose: bool = False,
 ) -> ReconstructionSummary:
     """Reconstruct the images of ``image_dir`` into ``out_dir`` (see the module docstring).
 
     ``pairs``: ``exhaustive``, ``sequential:K`` or an hloc pairs file. Features and matches resume like
     :func:`deepdesc.extract.main` / :func:`deepdesc.match.main` (and refuse other settings); the database and
-    the model are rebuilt each time. Raises :class:`ReconstructionError` when nothing registers.
+    the model are rebuilt each time. Raises :class:`ReconstructionError` when nothing registers. ``verbose``
+    shows COLMAP's own log lines.
     """
     pycolmap = _import_pycolmap()
     image_dir, out = Path(image_dir), Path(out_dir)
@@ -124,14 +139,16 @@ def main(
         database, image_dir, features, matches, camera_model=camera_model, single_camera=single_camera,
         descriptor_format=None, overwrite=True, cameras=cameras,
     )  # fmt: skip
-    pycolmap.verify_matches(database, pairs_path, pycolmap.TwoViewGeometryOptions())
+    with _colmap_log(pycolmap, verbose):
+        pycolmap.verify_matches(database, pairs_path, pycolmap.TwoViewGeometryOptions())
     sparse = out / "sparse"
     if sparse.exists():
         shutil.rmtree(sparse)
     sparse.mkdir()
     options = pycolmap.IncrementalPipelineOptions()
     options.random_seed = 0
-    models = pycolmap.incremental_mapping(database, image_dir, sparse, options)
+    with _colmap_log(pycolmap, verbose):
+        models = pycolmap.incremental_mapping(database, image_dir, sparse, options)
     if not models:
         raise ReconstructionError(
             f"no images registered from {len(names)} images ({image_dir}): too few verified matches between "

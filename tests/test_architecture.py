@@ -94,9 +94,7 @@ def test_no_deepdesc_imports_inside_functions(path):
 
 def test_no_import_cycles():
     modules = {_module_name(p): p for p in FILES}
-    graph = {
-        m: {t for t, inside in _imports(p) if not inside and t in modules and t != m} for m, p in modules.items()
-    }
+    graph = {m: {t for t, inside in _imports(p) if not inside and t in modules and t != m} for m, p in modules.items()}
     state: dict[str, int] = {}
 
     def visit(node: str, stack: list[str]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdesc.features.image import load_image
+from deepdesc.features.image import load_image, read_image
 
 # ----------------------------------------------------------------------------- load_image
 
@@ -119,3 +119,28 @@ def test_load_image_property(h, w, channels, dtype, seed, unit_float):
     if ref.ndim == 3:
         ref = ref[:, :, 0] if channels == 1 else ref[:, :, :3] @ np.array([0.299, 0.587, 0.114])
     np.testing.assert_allclose(out, ref, atol=0.01)
+
+
+def _jpeg_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """A JPEG with an EXIF APP1 segment holding only the Orientation tag (0x0112)."""
+    import struct
+
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+
+
+def test_one_decoding_for_every_reader_exif_orientation_ignored(tmp_path):
+    """Keypoints, pictures and sizes use the same pixels: EXIF orientation is ignored, as COLMAP and hloc do."""
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (40, 64, 3)).astype(np.uint8), (0, 0), 1)
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(_jpeg_with_orientation(image, 6))  # "rotate 90 degrees to display"
+    assert cv2.imread(str(path)).shape[:2] == (64, 40)  # OpenCV's default applies it: the old mismatch
+    assert read_image(path, "rgb").shape == (40, 64, 3)
+    assert read_image(path, "gray").shape == load_image(path).shape == (40, 64)
+    assert read_image(path, "raw").shape == (40, 64, 3)
+    np.testing.assert_allclose(read_image(path, "gray"), np.rint(load_image(path)), atol=1)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        read_image(path, "bgr")

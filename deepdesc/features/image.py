@@ -10,6 +10,7 @@ Colour files are BGR(A) as decoded and converted as such; 16-bit files keep thei
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,11 @@ def load_image(image_or_path: Any, channel_order: str = "rgb") -> np.ndarray:
     ``(H, W, 3)`` or ``(H, W, 4)`` (the 4th channel is alpha and dropped). ``channel_order`` (``"rgb"``
     or ``"bgr"``) says how 3/4-channel arrays are ordered; colour is converted with BT.601 luma weights.
 
-    Intensities: ``uint8`` as is; ``uint16`` scaled by 255/65535; other integer types must lie in
-    0..255; floats are taken as 0..255, except that float images whose maximum is <= 1.0 are taken as
-    0..1 and multiplied by 255. Float values within 1 of the range are clipped to 0..255; NaN/inf,
-    bool/complex data, values further out of range, empty images or sides below
+    Intensities: ``uint8`` as is; ``uint16`` scaled by 255/65535, except that a 16-bit image whose maximum
+    is below 4096 is taken as 10- or 12-bit data (scaled by 255/1023 or 255/4095, with a warning); other
+    integer types must lie in 0..255; floats are taken as 0..255, except that float images whose maximum
+    is <= 1.0 are taken as 0..1 and multiplied by 255. Float values within 1 of the range are clipped to
+    0..255; NaN/inf, bool/complex data, values further out of range, empty images or sides below
     :data:`MIN_IMAGE_SIZE` raise ``ValueError``. A missing file raises ``FileNotFoundError``.
     """
     if channel_order not in ("rgb", "bgr"):
@@ -122,7 +124,18 @@ def load_image(image_or_path: Any, channel_order: str = "rgb") -> np.ndarray:
     if image.dtype == np.uint8:
         scale = 1.0
     elif image.dtype == np.uint16:
-        scale = 255.0 / 65535.0
+        hi = int(image.max())
+        if 0 < hi < 4096:  # 10/12-bit sensor data stored in 16 bits would come out nearly black
+            bits = 10 if hi < 1024 else 12
+            scale = 255.0 / (2**bits - 1)
+            warnings.warn(
+                f"16-bit image with maximum {hi}: taken as {bits}-bit data (scaled by 255/{2**bits - 1}, not "
+                "255/65535); pass a rescaled array to choose another range",
+                UserWarning,
+                stacklevel=2,
+            )
+        else:
+            scale = 255.0 / 65535.0
     elif image.dtype.kind in "ui":
         lo, hi = int(image.min()), int(image.max())
         if lo < 0 or hi > 255:

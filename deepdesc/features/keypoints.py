@@ -165,8 +165,10 @@ def detect_keypoints(
     ``mask``: optional ``(H, W)`` array, detect only where non-zero. The other arguments are
     ``cv2.SIFT_create``'s. Keypoints are sorted by decreasing response (ties keep OpenCV's order).
     """
-    if max_keypoints is not None and max_keypoints < 0:
-        raise ValueError(f"max_keypoints must be >= 0 or None, got {max_keypoints}")
+    if max_keypoints is not None and (
+        isinstance(max_keypoints, bool) or not isinstance(max_keypoints, (int, np.integer)) or max_keypoints < 0
+    ):
+        raise ValueError(f"max_keypoints must be a whole number >= 0 or None, got {max_keypoints!r}")
     gray = as_uint8_gray(image, channel_order)
     if mask is not None:
         mask = np.asarray(mask)

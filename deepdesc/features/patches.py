@@ -27,6 +27,7 @@ space instead. There is no aliasing however large the region is.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import cv2
@@ -176,6 +177,20 @@ def _affine_matrices(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray,
     return m
 
 
+def _warn_implausible(kp: np.ndarray, width: int, height: int) -> None:
+    """Warn about keypoints centred outside the image or larger than it: described, but rarely intended."""
+    outside = (kp[:, 0] < -0.5) | (kp[:, 0] > width - 0.5) | (kp[:, 1] < -0.5) | (kp[:, 1] > height - 0.5)
+    huge = kp[:, 2] > 2.0 * max(width, height)
+    if outside.any() or huge.any():
+        warnings.warn(
+            f"{int(outside.sum())} keypoint(s) centred outside the {width}x{height} image and {int(huge.sum())} "
+            f"larger than twice its side: their patches are mostly border fill (border='drop' removes those "
+            "whose region leaves the image)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def extract_patches(
     image: Any,
     keypoints: Any,
@@ -189,7 +204,8 @@ def extract_patches(
     """Oriented, scale-normalised patches. Image + N keypoints -> ``(M, P, P)`` float32 0..255, ``(M,)`` int64.
 
     ``image``: anything :func:`deepdesc.features.image.load_image` accepts. ``keypoints``: anything
-    :func:`deepdesc.keypoints.to_keypoint_array` accepts (sizes must be positive). Each patch covers a
+    :func:`deepdesc.features.keypoints.to_keypoint_array` accepts (sizes must be positive; keypoints
+    centred outside the image or larger than twice its side are described, with a warning). Each patch covers a
     square of side ``region_scale * size`` image pixels centred on the keypoint and rotated by its angle
     (ignored when ``upright``), anti-aliased and smoothed by ``blur_sigma`` patch pixels (module docs).
 
@@ -213,6 +229,7 @@ def extract_patches(
         raise ValueError("keypoint sizes (diameters in pixels) must be positive to extract patches")
     h, w = img.shape
     n = kp.shape[0]
+    _warn_implausible(kp, w, h)
     theta = np.zeros(n) if upright else np.deg2rad(kp[:, 3])
     step = region_scale * kp[:, 2] / p
     a, b = step * np.cos(theta), step * np.sin(theta)

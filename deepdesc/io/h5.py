@@ -19,12 +19,18 @@ an image name replaced by ``-`` (so ``a-b.jpg/c.jpg``: two nested groups), holdi
 the index in image 1 matched to each keypoint of image 0 or -1, and ``matching_scores0`` (N0,) float32 (0 where
 unmatched). hloc writes int16/float16 but reads any dtype; int32 avoids overflow beyond 32767 keypoints.
 
-Crash safety: every write opens the file, writes one image (or pair) in its own group, marks the group complete
-with the attribute ``deepdesc_complete`` and closes (flushes) the file. A process killed mid-write leaves the
-earlier groups readable; the group being written is left without the mark, so :func:`has_image` says False and
-the next :func:`write_features` for that name replaces it. Groups written by other tools (no such attribute)
-count as complete. Files are opened with HDF5's default (earliest) format, whose superblock has no
-"open for writing" flag that a killed writer would leave set.
+Crash safety: every write opens the file, writes one image (or pair) into an anonymous group, links it under
+its name once complete and closes (flushes) the file. A process killed mid-write leaves the earlier groups
+readable and no trace of the one being written: a reader that lists groups, as hloc does, never sees a
+half-written image. (Files from older deepdesc versions may hold groups marked incomplete with the attribute
+``deepdesc_complete = False``; they are ignored and replaced. Groups written by other tools count as complete.)
+The file's root attribute ``deepdesc_settings`` records what produced it (:func:`check_settings`).
+
+Scales: ``scales`` holds OpenCV's keypoint ``size``, a *diameter* in pixels (about 2 sigma of the DoG scale);
+hloc and pycolmap read a field of that name as a sigma-like scale, i.e. about half of it.
+
+Files are opened with HDF5's default (earliest) format, whose superblock has no "open for writing" flag that
+a killed writer would leave set.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ __all__ = [
     "read_matches",
     "has_matches",
     "check_settings",
+    "check_writable",
     "read_settings",
 ]
 
@@ -75,19 +82,27 @@ def _is_complete(group: h5py.Group) -> bool:
     return bool(group.attrs.get(COMPLETE_ATTR, True))
 
 
-def _prepare(group: h5py.File, name: str, overwrite: bool, exists: bool) -> h5py.Group:
-    """Create ``name`` as an incomplete group, replacing an incomplete (or, with ``overwrite``, any) old one."""
-    if name in group:
-        old = group[name]
+def _write_group(fd: h5py.File, name: str, arrays: dict[str, np.ndarray], overwrite: bool, exists: bool) -> None:
+    """Write ``arrays`` as the group ``name``, replacing an incomplete (or, with ``overwrite``, any) old one.
+
+    The datasets go into an anonymous group that is linked under ``name`` only once complete, so a reader
+    that lists groups (hloc's ``list_h5_names``) never sees a half-written image or pair.
+    """
+    if name in fd:
+        old = fd[name]
         if isinstance(old, h5py.Group) and any(isinstance(v, h5py.Group) for v in old.values()):
-            raise ValueError(f"{name!r} is a folder of other entries in {group.filename}, not an image or pair")
+            raise ValueError(f"{name!r} is a folder of other entries in {fd.filename}, not an image or pair")
         if exists and not overwrite:
-            raise FileExistsError(f"{name!r} is already in {group.filename}; pass overwrite=True to replace it")
-        del group[name]
-    grp = group.create_group(name)
-    grp.attrs[COMPLETE_ATTR] = False
-    group.flush()
-    return grp
+            raise FileExistsError(f"{name!r} is already in {fd.filename}; pass overwrite=True to replace it")
+        del fd[name]
+    grp = h5py.Group(h5py.h5g.create(fd.id, None))  # not linked anywhere yet
+    for key, arr in arrays.items():
+        grp.create_dataset(key, data=arr)
+    grp.attrs[COMPLETE_ATTR] = True
+    parent = name.rpartition("/")[0]
+    if parent:
+        fd.require_group(parent)
+    fd[name] = grp
 
 
 def _as_array(value: Any, key: str) -> np.ndarray:
@@ -164,10 +179,7 @@ def write_features(
     arrays = _feature_arrays(features, as_half)
     exists = has_image(path, name)
     with h5py.File(path, "a") as fd:
-        grp = _prepare(fd, name, overwrite, exists)
-        for key, arr in arrays.items():
-            grp.create_dataset(key, data=arr)
-        grp.attrs[COMPLETE_ATTR] = True
+        _write_group(fd, name, arrays, overwrite, exists)
 
 
 def read_features(path: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
@@ -275,10 +287,7 @@ def write_matches(
                     raise FileExistsError(f"pair {name0!r}, {name1!r} is already in {path} as {old[0]!r}")
                 del fd[old[0]]
                 exists = False
-        grp = _prepare(fd, key, overwrite, exists)
-        grp.create_dataset("matches0", data=matches0)
-        grp.create_dataset("matching_scores0", data=scores0)
-        grp.attrs[COMPLETE_ATTR] = True
+        _write_group(fd, key, {"matches0": matches0, "matching_scores0": scores0}, overwrite, exists)
 
 
 def read_matches(path: str | os.PathLike, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
@@ -317,6 +326,19 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
             out += _differences(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
         return out
     return [] if old == new else [f"{where or 'settings'}: {old!r} in the file, {new!r} now"]
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise ``OSError`` naming ``path`` unless it is (or can be created as) an HDF5 file open for writing."""
+    existed = os.path.exists(path)
+    try:
+        with h5py.File(path, "a"):
+            pass
+    except OSError as exc:
+        kind = "an existing file that is not HDF5 or not writable" if existed else "a file that cannot be created"
+        raise OSError(f"output {path}: {kind} ({exc.__class__.__name__}: {exc})") from None
+    if not existed:
+        os.unlink(path)
 
 
 def check_settings(path: str | os.PathLike, settings: dict[str, Any], overwrite: bool = False) -> None:
