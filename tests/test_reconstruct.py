@@ -9,21 +9,11 @@ import pytest
 
 from deepdesc.cli import main
 from deepdesc.datasets.scenes import load_colmap_scene, load_strecha_scene
+from deepdesc.eval.reconstruction import align_similarity, camera_center_errors
 from deepdesc.reconstruct import ReconstructionError
 from deepdesc.reconstruct import main as reconstruct
 
 from .conftest import require_shared
-
-
-def _similarity_align(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Umeyama: the scale, rotation and translation taking src (N, 3) closest to dst (N, 3); returns aligned src."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ D @ Vt
-    scale = np.trace(np.diag(S) @ D) / (a**2).sum(1).mean()
-    return scale * a @ R.T + mu_d
 
 
 def test_similarity_alignment_recovers_a_known_transform():
@@ -32,7 +22,9 @@ def test_similarity_alignment_recovers_a_known_transform():
     R, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     R *= np.sign(np.linalg.det(R))
     moved = 2.5 * pts @ R.T + [1.0, -2.0, 3.0]
-    np.testing.assert_allclose(_similarity_align(pts, moved), moved, atol=1e-9)
+    np.testing.assert_allclose(align_similarity(pts, moved), moved, atol=1e-9)
+    with pytest.raises(ValueError, match="N >= 3"):
+        align_similarity(pts[:2], moved[:2])
 
 
 def test_reconstruct_entry_p10_matches_ground_truth_cameras(tmp_path, capsys):
@@ -49,11 +41,9 @@ def test_reconstruct_entry_p10_matches_ground_truth_cameras(tmp_path, capsys):
     gt = load_strecha_scene(scene_dir)
     rec = load_colmap_scene(out / "sparse" / "0", scene_dir / "images")
     assert rec.image_names == gt.image_names
-    est = np.array([c.center for c in rec.cameras])
-    ref = np.array([c.center for c in gt.cameras])
-    errors = np.linalg.norm(_similarity_align(est, ref) - ref, axis=1)
-    extent = np.linalg.norm(ref - ref.mean(0), axis=1).max()
-    assert np.median(errors) < 0.01 * extent and errors.max() < 0.03 * extent, (errors, extent)
+    err = camera_center_errors(rec, gt)
+    assert err["registered"] == 10
+    assert err["median"] < 0.01 * err["extent"] and err["max"] < 0.03 * err["extent"], err
 
 
 def test_nothing_registers_gives_a_clear_error(tmp_path):
