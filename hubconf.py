@@ -12,9 +12,9 @@ def deepdesc(pretrained: bool = True, model: str = "default", input_range: float
     """
     from deepdesc.features.descriptor import DeepDescDescriptor
     from deepdesc.hub.registry import load_model
-    from deepdesc.nn.cnn3 import DeepDescNet
+    from deepdesc.nn.factory import build_net
 
     net = load_model(model, device="cpu")
     if not pretrained:
-        net = DeepDescNet(net.conf).eval()
+        net = build_net(net.conf).eval()
     return DeepDescDescriptor(net, input_range=input_range)

@@ -1,13 +1,17 @@
-"""Descriptor throughput: naive eager DeepDescNet vs describe() vs the fast path vs onnxruntime.
+"""Descriptor throughput: naive eager DeepDescNet vs describe() vs the fast path vs onnxruntime, and the
+compact network (arch "compact") next to them.
 
 Usage: ``.venv/bin/python bench/bench_describe.py [--patches 512] [--repeats 5] [--threads N]
-[--device cpu|cuda] [--accuracy]``
+[--device cpu|cuda] [--accuracy] [--compact-widths 16,32]``
 
 All variants run in one process on the same random 0..255 patches, interleaved round by round
 (so load from other processes hits them alike); the median patches/s over the rounds and the
 ratio to the baseline (a: ``model(x)`` on the whole batch, float32 NCHW eager) are printed.
 c2 is the fast path without its worker threads (chunks in turn, ops on torch's OpenMP threads).
 Model: the original split4 weights from the shared folder, else a randomly initialised net.
+``--compact-widths`` (default 16): compact nets of these widths (random weights: the cost does not depend
+on them), timed eager and through the fast path (BN folded) in the same rounds; their speed relative to
+CNN3's fast fp32 path is printed at the end.
 ``--accuracy`` also reports, per precision, the max abs descriptor difference and the nearest-
 neighbour precision@1 on corresponding patches of the Oxford sequences (img1 -> img2, crops
 around SIFT keypoints of img1 and their ground-truth projections).
@@ -27,6 +31,7 @@ from _common import cpu_model, interleaved_times
 
 from deepdesc.features.describe import describe
 from deepdesc.nn.cnn3 import DeepDescNet
+from deepdesc.nn.compact import CompactNet
 from deepdesc.nn.fast import FastDescriber
 from deepdesc.utils import shared_dir
 
@@ -108,7 +113,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--accuracy", action="store_true", help="also measure descriptor differences and precision@1")
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--compact-widths", default="16", help="comma-separated compact net widths ('' for none)")
     args = parser.parse_args()
+    widths = [int(w) for w in args.compact_widths.split(",") if w.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -143,6 +150,23 @@ def main() -> None:
     if not cuda:  # the same chunks run one after the other, each op on torch's OpenMP threads
         omp = FastDescriber(model, "fp32", workers=1)
         timed["c2) fast fp32 1 worker"] = lambda: omp(x)
+    compact_fast: dict[int, str] = {}
+    for width in widths:
+        torch.manual_seed(0)
+        net = CompactNet({"width": width}).to(device).eval()
+        print(
+            f"compact w{width}: {sum(q.numel() for q in net.parameters()) / 1e6:.2f} M parameters, "
+            f"{net.num_flops() / 1e6:.1f} MFLOP/patch (CNN3: {model.num_flops() / 1e6:.1f})"
+        )
+
+        def eager(net: CompactNet = net) -> torch.Tensor:
+            with torch.inference_mode():
+                return net(x)
+
+        fast = FastDescriber(net, "fp32")
+        timed[f"f) compact{width} eager"] = eager
+        compact_fast[width] = f"g) compact{width} fast fp32"
+        timed[compact_fast[width]] = lambda f=fast: f(x)
     tmp = tempfile.TemporaryDirectory()
     if not args.no_onnx and not cuda:
         try:
@@ -169,6 +193,10 @@ def main() -> None:
     for name, ts in times.items():
         rate = args.patches / statistics.median(ts)
         print(f"{name:24s}{rate:11.0f}{rate / base:8.2f}   ({args.patches / min(ts):.0f})")
+    if compact_fast:
+        cnn3 = statistics.median(times["c) fast fp32"])
+        ratios = ", ".join(f"w{w} x{cnn3 / statistics.median(times[name]):.2f}" for w, name in compact_fast.items())
+        print(f"\ncompact fast fp32 vs CNN3 fast fp32 (patches/s ratio, median): {ratios}")
     if args.accuracy:
         accuracy_report(model, variants)
     tmp.cleanup()

@@ -2,7 +2,8 @@
 
 Public API, grouped by layer (imported lazily, so ``import deepdesc`` is cheap)::
 
-    load_model(name_or_path="default", device="auto") -> DeepDescNet      # hub
+    load_model(name_or_path="default", device="auto") -> DescriptorNet    # hub
+    build_net(conf) -> DescriptorNet: DeepDescNet (arch "cnn3") or CompactNet ("compact")   # nn
     describe(patches, model=None) -> (N, 128) float32                      # features
     Extractor(...)  SIFT(...)      OpenCV-style detectAndCompute/compute on images -> Features
     match_descriptors(d1, d2) -> matches (K, 2), distances (K,)            # matching
@@ -18,7 +19,10 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     # nn: networks
+    "DescriptorNet": "deepdesc.nn.base",
     "DeepDescNet": "deepdesc.nn.cnn3",
+    "CompactNet": "deepdesc.nn.compact",
+    "build_net": "deepdesc.nn.factory",
     "export_onnx": "deepdesc.nn.export",
     # hub: weights and the model registry
     "MODELS": "deepdesc.hub.registry",

@@ -146,9 +146,9 @@ def test_resume_continues_exactly(tmp_path):
     first = Trainer(_tiny_conf(tmp_path / "b"))
     original = first.loss
 
-    def stop_after_three(a, p, index):
+    def stop_after_three(a, p, index, valid=None):
         first.stop_requested = first.step >= 2
-        return original(a, p, index)
+        return original(a, p, index, valid)
 
     first.loss = stop_after_three
     assert first.run(progress=False)["step"] == 3
@@ -212,10 +212,10 @@ def test_sigint_saves_a_checkpoint(tmp_path):
     trainer = Trainer(_tiny_conf(tmp_path, steps=50, ckpt_every=1000, val_every=1000))
     original = trainer.loss
 
-    def interrupting_loss(a, p, index):
+    def interrupting_loss(a, p, index, valid=None):
         if trainer.step == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return original(a, p, index)
+        return original(a, p, index, valid)
 
     trainer.loss = interrupting_loss
     summary = trainer.run(progress=False)
@@ -228,7 +228,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path)
     trainer = Trainer(_tiny_conf(tmp_path, steps=6, ckpt_every=2))
     original = trainer.loss
 
-    def exploding_loss(a, p, index):
+    def exploding_loss(a, p, index, valid=None):
         loss, stats = original(a, p, index)
         return (loss * float("nan") if trainer.step >= 3 else loss), stats
 
@@ -554,3 +554,43 @@ def test_phototour_split_sources(tmp_path, monkeypatch):
     conf["data"].update(sources=["sheets", "photos"], weights=[1.0])
     with pytest.raises(ValueError, match="same length"):
         build_sources(conf, "train")
+
+
+def test_distractor_rows_are_negatives_only():
+    """valid=False rows add no positive term; their anchors become the hardest negative of a real pair."""
+    from deepdesc.train.losses import hardest_in_batch_triplet_loss
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
+    p = torch.tensor([[0.8, 0.2], [0.1, 0.9], [-1.0, 0.0]])
+    valid = torch.tensor([True, True, False])
+    loss, stats = hardest_in_batch_triplet_loss(a, p, margin=1.0, valid=valid)
+    d = torch.cdist(a, p)
+    # pair 0: its hardest negative is distractor anchor 2 in column 0 (d(a2, p0) is tiny)
+    neg0 = min(d[0, 1], d[0, 2], d[1, 0], d[2, 0])
+    neg1 = min(d[1, 0], d[1, 2], d[0, 1], d[2, 1])
+    expected = (torch.relu(1 + d[0, 0] - neg0) + torch.relu(1 + d[1, 1] - neg1)) / 2
+    torch.testing.assert_close(loss, expected)
+    assert neg0 == d[2, 0]
+    without, _ = hardest_in_batch_triplet_loss(a[:2], p[:2], margin=1.0)
+    assert loss > without  # the distractor made pair 0 harder
+    with pytest.raises(ValueError, match="at least one valid pair"):
+        hardest_in_batch_triplet_loss(a, p, valid=torch.zeros(3, dtype=torch.bool))
+
+
+def test_phototour_pairs_sample_distractor_rows():
+    from deepdesc.train.synthetic import PhotoTourPairs
+
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, (12, 64, 64)).astype(np.uint8)
+    ids = np.array([0, 0, 1, 1, 2, 2, 2, 3, 4, 5, 6, 7])  # points 3..7 are single-view distractors
+    source = PhotoTourPairs(patches, ids, distractor_fraction=0.5)
+    a, p, valid = source.sample(np.random.default_rng(1), 200)
+    assert a.shape == p.shape == (200, 64, 64) and valid.dtype == bool
+    assert 0.3 < 1 - valid.mean() < 0.7
+    index = {patches[i].tobytes(): i for i in range(12)}
+    a_ids = np.array([ids[index[x.tobytes()]] for x in a])
+    p_ids = np.array([ids[index[x.tobytes()]] for x in p])
+    assert (a_ids[valid] == p_ids[valid]).all()  # real pairs: one point
+    assert (a_ids[~valid] >= 3).all()  # distractor rows: a single-view patch
+    plain = PhotoTourPairs(patches, ids).sample(np.random.default_rng(1), 10)
+    assert len(plain) == 2

@@ -209,16 +209,17 @@ def test_config_error_is_a_value_error():
 def test_schema_covers_every_key():
     from dataclasses import asdict, fields
 
-    from deepdesc.nn.cnn3 import default_conf
+    from deepdesc.nn.factory import ARCHS
     from deepdesc.train.config import SCHEMA
     from deepdesc.train.synthetic import Augment
 
-    assert set(SCHEMA["model"]) == set(default_conf)
+    assert set(SCHEMA["model"]) == {key for family in ARCHS.values() for key in family.default_conf}
     assert set(SCHEMA["data.augment"]) == {f.name for f in fields(Augment)}
     for name, preset in PRESETS.items():
         for table, values in preset.items():
             assert set(values) <= set(SCHEMA[table]), (name, table)
-    for key, value in default_conf.items():
-        assert SCHEMA["model"][key].check(value), key
+    for family in ARCHS.values():
+        for key, value in family.default_conf.items():
+            assert SCHEMA["model"][key].check(value), (family.arch, key)
     for key, value in asdict(Augment()).items():
         assert SCHEMA["data.augment"][key].check(value), key

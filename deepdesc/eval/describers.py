@@ -16,18 +16,21 @@ from ..features.describe import describe
 from ..features.extractor import Extractor
 from ..features.sift import sift_descriptors
 from ..hub.registry import model_path
-from ..nn.cnn3 import DeepDescNet
+from ..nn.base import DescriptorNet
 from ..utils import atomic_path, sha256_file
 
 __all__ = ["Describer", "Method", "as_describe_fn"]
 
 
 def as_describe_fn(model: Any, device: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A DeepDescNet, model name/path or ``None`` (default) -> a function (B, 64, 64) -> (B, D); callables pass."""
-    if isinstance(model, (str, os.PathLike, DeepDescNet)) or model is None:
+    """A network (DescriptorNet), model name/path or ``None`` (default) -> a function (B, 64, 64) -> (B, D);
+    callables pass."""
+    if isinstance(model, (str, os.PathLike, DescriptorNet)) or model is None:
         return lambda patches: describe(patches, model=model, batch_size=batch_size, device=device)
     if not callable(model):
-        raise TypeError(f"expected a DeepDescNet, a model name/path or a describe function; got {type(model)}")
+        raise TypeError(
+            f"expected a network (DescriptorNet), a model name/path or a describe function; got {type(model)}"
+        )
     return model
 
 

@@ -39,7 +39,7 @@ PairRow = tuple[str, int, int, str, int, int]
 def describe_hpatches(data: HPatches, describe_fn: Any, batch_size: int = 1024, device: Any = None) -> Descriptors:
     """Descriptors of every image of every sequence: {seq: {image: (N, D) float32}}.
 
-    ``describe_fn``: a DeepDescNet, a model name/path, or a function uint8 (B, 64, 64) -> (B, D).
+    ``describe_fn``: a network (DescriptorNet), a model name/path, or a function uint8 (B, 64, 64) -> (B, D).
     """
     fn = as_describe_fn(describe_fn, device, batch_size)
     out: Descriptors = {}

@@ -25,7 +25,7 @@ def evaluate_phototour(
 ) -> dict[str, Any]:
     """Brown protocol (FPR95, FDR95, PR AUC) of a descriptor on the pairs of ``pairs_file``.
 
-    ``model_or_describe_fn``: a :class:`~deepdesc.model.DeepDescNet`, a model name/path, or a
+    ``model_or_describe_fn``: a network (:class:`~deepdesc.nn.base.DescriptorNet`), a model name/path, or a
     function mapping uint8 patches (B, 64, 64) to descriptors (B, D); distances are L2. Each
     distinct patch is described once, ``batch_size`` at a time. Returns
     :func:`deepdesc.metrics.brown_protocol`'s dict plus ``dataset`` and ``pairs_file``.

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..hub.registry import load_model
-from ..nn.cnn3 import PATCH_SIZE, DeepDescNet
+from ..nn.base import PATCH_SIZE, DescriptorNet
 from ..nn.fast import fast_describer
 
 __all__ = ["describe", "as_patch_tensor"]
@@ -59,15 +59,16 @@ def as_patch_tensor(patches: Any) -> torch.Tensor:
 
 def describe(
     patches: Any,
-    model: DeepDescNet | str | None = None,
+    model: DescriptorNet | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | torch.device | None = None,
     precision: str = "fp32",
 ) -> Any:
-    """Describe patches with a DeepDesc model. (N, 64, 64) or (N, 1, 64, 64) -> (N, 128) float32.
+    """Describe patches with a DeepDesc model. (N, 64, 64) or (N, 1, 64, 64) -> (N, D) float32 (D = 128).
 
     ``patches``: numpy array or torch tensor, uint8 or float, intensities 0..255.
-    ``model``: a loaded :class:`DeepDescNet`, a registry name or a model path; ``None`` is ``default``.
+    ``model``: a loaded network (any :class:`~deepdesc.nn.base.DescriptorNet`: CNN3, compact), a registry
+    name or a model path; ``None`` is ``default``.
     ``device``: ``auto``, ``cpu`` or ``cuda``; ``None`` runs where the model is.
     ``precision``: ``fp32`` (default; same descriptors as the module to ~1e-6), ``bf16`` (CPU) or
     ``fp16`` (CUDA); see :mod:`deepdesc.fast` for their measured speed and accuracy.
@@ -77,7 +78,7 @@ def describe(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     x = as_patch_tensor(patches)
-    if not isinstance(model, DeepDescNet):
+    if not isinstance(model, DescriptorNet):
         model = load_model("default" if model is None else model, device=device or "auto")
     elif device is not None:
         model = load_model(model, device=device)

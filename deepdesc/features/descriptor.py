@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..hub.registry import load_model
-from ..nn.cnn3 import PATCH_SIZE, DeepDescNet
+from ..nn.base import PATCH_SIZE, DescriptorNet
 
 __all__ = ["DeepDescDescriptor"]
 
@@ -26,18 +26,19 @@ class DeepDescDescriptor(nn.Module):
     """DeepDesc as a kornia-style patch descriptor. (B, 1, 64, 64) in 0..``input_range`` -> (B, 128) float32.
 
     ``model``: a registry name (``"default"``, ``"split1"``..``"split4"``), a .t7/.safetensors path or a
-    :class:`DeepDescNet`. ``input_range``: the value of white in the input, 1.0 (kornia, default) or 255.0
-    (raw 8-bit intensities). Differentiable (it runs the network's own forward), so it can be fine-tuned.
+    network (any :class:`~deepdesc.nn.base.DescriptorNet`). ``input_range``: the value of white in the input,
+    1.0 (kornia, default) or 255.0 (raw 8-bit intensities). Differentiable (it runs the network's own
+    forward), so it can be fine-tuned.
     """
 
     patch_size: int = PATCH_SIZE
 
-    def __init__(self, model: DeepDescNet | str | os.PathLike = "default", input_range: float = 1.0):
+    def __init__(self, model: DescriptorNet | str | os.PathLike = "default", input_range: float = 1.0):
         super().__init__()
         if not input_range > 0:
             raise ValueError(f"input_range must be positive (1.0: 0..1 patches, 255.0: 0..255), got {input_range}")
         self.input_range = float(input_range)
-        self.net = model if isinstance(model, DeepDescNet) else load_model(model, device="cpu")
+        self.net = model if isinstance(model, DescriptorNet) else load_model(model, device="cpu")
 
     @property
     def descriptor_size(self) -> int:

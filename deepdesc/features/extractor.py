@@ -18,7 +18,7 @@ from .types import Features
 __all__ = ["Extractor", "Features", "default_conf"]
 
 default_conf: dict[str, Any] = {
-    "model": "default",  # registry name, .t7/.safetensors path, or a loaded DeepDescNet
+    "model": "default",  # registry name, .t7/.safetensors path, or a loaded network (DescriptorNet)
     "max_keypoints": 2000,
     "upright": False,
     # patch side / keypoint size, and extra smoothing of the 64x64 patches in px; None: the model's own

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelNotAvailableError
-from ..nn.cnn3 import DeepDescNet
+from ..nn.base import DescriptorNet
 from ..utils import download_file, resolve_device, sha256_file
 from .weights import load_safetensors, load_t7, save_safetensors
 
@@ -136,10 +136,11 @@ def cached(name: str) -> bool:
     return (cache_dir() / info.filename).is_file()
 
 
-def load_model(name_or_path: str | os.PathLike = "default", device: str = "auto") -> DeepDescNet:
+def load_model(name_or_path: str | os.PathLike = "default", device: str = "auto") -> DescriptorNet:
     """Load a model by registry name (``split1``..``split4``, ``default``) or from a ``.t7`` /
-    ``.safetensors`` path, in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``)."""
-    if isinstance(name_or_path, DeepDescNet):
+    ``.safetensors`` path, in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``). A loaded network
+    (any :class:`~deepdesc.nn.base.DescriptorNet`) is moved there and returned."""
+    if isinstance(name_or_path, DescriptorNet):
         return name_or_path.to(resolve_device(device)).eval()
     text = str(name_or_path)
     path = model_path(text) if text in MODELS else Path(text)
@@ -174,13 +175,13 @@ def describe_models() -> str:
     return "\n".join(lines)
 
 
-def convert_model(model: DeepDescNet | str | os.PathLike, output: str | os.PathLike, metadata: dict[str, str]) -> str:
+def convert_model(model: DescriptorNet | str | os.PathLike, output: str | os.PathLike, metadata: dict[str, str]) -> str:
     """Write ``model`` (a network, or a .t7/.safetensors path) as safetensors with provenance metadata.
 
     An original release file (``CNN3_*.t7``) is labelled with its registry entry (name, training data,
     licence, source); ``metadata`` overrides. Returns the licence (or provenance) recorded.
     """
-    if isinstance(model, DeepDescNet):
+    if isinstance(model, DescriptorNet):
         save_safetensors(model, output, metadata)
         return metadata.get("provenance", model.info.get("provenance", ""))
     path = Path(model)

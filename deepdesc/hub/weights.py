@@ -1,8 +1,9 @@
 """Model files: import of the original Torch7 models and the project's safetensors format.
 
-A safetensors file holds the :class:`~deepdesc.model.DeepDescNet` state dict plus string
-metadata: ``format`` (``deepdesc``), ``config`` (JSON of the model conf), ``lp_scales``,
-``normalisation``, ``provenance``, ``training_data`` and ``license``. Both readers are safe: no
+A safetensors file holds a network's state dict (:class:`~deepdesc.nn.cnn3.DeepDescNet` or
+:class:`~deepdesc.nn.compact.CompactNet`, by the config's ``arch``) plus string metadata: ``format``
+(``deepdesc``), ``config`` (JSON of the model conf), ``lp_scales`` (CNN3 only), ``normalisation``,
+``provenance``, ``training_data`` and ``license``. Both readers are safe: no
 code runs, and nothing a file merely claims is allocated. :func:`load_safetensors` reads the
 header (bounded), checks the architecture metadata's types and bounds, and checks every tensor's
 declared dtype, shape and byte range against what that architecture implies, all before it reads
@@ -22,7 +23,10 @@ import numpy as np
 import torch
 
 from ..errors import ModelFormatError, T7FormatError
-from ..nn.cnn3 import PATCH_SIZE, DeepDescNet, default_conf
+from ..nn.base import PATCH_SIZE, DescriptorNet
+from ..nn.cnn3 import DeepDescNet
+from ..nn.compact import CompactNet, conv_layout
+from ..nn.factory import ARCHS, DEFAULT_ARCH
 from ..nn.layers import INPUT_NORMS
 from ..utils import atomic_path
 from .t7 import TorchObject, read_t7
@@ -36,7 +40,9 @@ MAX_HEADER_BYTES = 16 * 2**20
 MAX_FILE_BYTES = 2**31
 MAX_CHANNELS = 4096
 MAX_KERNEL = PATCH_SIZE
+MAX_WIDTH = MAX_CHANNELS // 4  # a compact net's widest layers have 4 x width channels
 _FLOAT_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+_COUNTER = "num_batches_tracked"  # BatchNorm's int64 scalar, the one integer tensor
 
 
 def _seq(obj: Any) -> list:
@@ -183,13 +189,15 @@ def load_t7(path: str | os.PathLike) -> DeepDescNet:
     return model.eval()
 
 
-def save_safetensors(model: DeepDescNet, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(model: DescriptorNet, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Write ``model`` to ``path`` (atomically) as safetensors with its config and ``metadata``."""
     from safetensors.torch import save_file
 
     meta = {**model.info, **(metadata or {})}
     meta.update({"format": FORMAT_TAG, "config": json.dumps(model.conf)})
-    meta["lp_scales"] = json.dumps([model.pool1.scale, model.pool2.scale, model.pool3.scale])
+    meta.pop("lp_scales", None)
+    if isinstance(model, DeepDescNet):
+        meta["lp_scales"] = json.dumps([model.pool1.scale, model.pool2.scale, model.pool3.scale])
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
@@ -303,23 +311,22 @@ def _check_config(h: _Header) -> dict[str, Any]:
         ) from None
     if not isinstance(conf, dict):
         raise h.fail(f"metadata 'config' is {_show(conf)}; expected a JSON object of model settings")
-    unknown = sorted(set(conf) - set(default_conf))
+    arch = conf.get("arch", DEFAULT_ARCH)  # files from before "arch" existed are CNN3 ones
+    if not isinstance(arch, str) or arch not in ARCHS:
+        known = " or ".join(json.dumps(a) for a in ARCHS)
+        raise h.fail(f"metadata 'config': 'arch' is {_show(arch)}; expected {known}")
+    defaults = ARCHS[arch].default_conf
+    unknown = sorted(set(conf) - set(defaults))
     if unknown:
-        raise h.fail(f"metadata 'config' has unknown keys {unknown}; expected only {', '.join(sorted(default_conf))}")
-    conf = {**copy.deepcopy(default_conf), **conf}
+        raise h.fail(
+            f"metadata 'config' has unknown keys {unknown} for arch {json.dumps(arch)}; "
+            f"expected only {', '.join(sorted(defaults))}"
+        )
+    conf = {**copy.deepcopy(defaults), **conf}
 
     def bad(key: str, expected: str) -> ModelFormatError:
         return h.fail(f"metadata 'config': '{key}' is {_show(conf[key])}; expected {expected}")
 
-    if conf["arch"] != "cnn3":
-        raise bad("arch", '"cnn3"')
-    for key, top in (("channels", MAX_CHANNELS), ("kernel_sizes", MAX_KERNEL), ("pool_sizes", MAX_KERNEL)):
-        value = conf[key]
-        if not (isinstance(value, list) and len(value) == 3 and all(_is_int(v) and 1 <= v <= top for v in value)):
-            raise bad(key, f"a list of 3 integers in 1..{top}")
-    k = conf["norm_kernel_size"]
-    if not (_is_int(k) and 1 <= k < MAX_KERNEL and k % 2 == 1):
-        raise bad("norm_kernel_size", f"an odd integer in 1..{MAX_KERNEL - 1}")
     if not isinstance(conf["input_norm"], str) or conf["input_norm"] not in INPUT_NORMS:
         raise bad("input_norm", " or ".join(json.dumps(m) for m in INPUT_NORMS))
     if not isinstance(conf["l2_normalize"], bool):
@@ -329,6 +336,19 @@ def _check_config(h: _Header) -> dict[str, Any]:
         raise bad("region_scale", "null or a positive finite number")
     if sigma is not None and not (_is_number(sigma) and sigma >= 0):
         raise bad("blur_sigma", "null or a finite number >= 0")
+    if arch == "compact":
+        if not (_is_int(conf["width"]) and 1 <= conf["width"] <= MAX_WIDTH):
+            raise bad("width", f"an integer in 1..{MAX_WIDTH}")
+        if not (_is_number(conf["dropout"]) and 0 <= conf["dropout"] < 1):
+            raise bad("dropout", "a number in [0, 1)")
+        return conf
+    for key, top in (("channels", MAX_CHANNELS), ("kernel_sizes", MAX_KERNEL), ("pool_sizes", MAX_KERNEL)):
+        value = conf[key]
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_int(v) and 1 <= v <= top for v in value)):
+            raise bad(key, f"a list of 3 integers in 1..{top}")
+    k = conf["norm_kernel_size"]
+    if not (_is_int(k) and 1 <= k < MAX_KERNEL and k % 2 == 1):
+        raise bad("norm_kernel_size", f"an odd integer in 1..{MAX_KERNEL - 1}")
     kernels, pools = conf["kernel_sizes"], conf["pool_sizes"]
     layers = f"kernel_sizes {kernels} with pool_sizes {pools}"
     example = "e.g. kernel_sizes [7, 6, 5] with pool_sizes [2, 3, 4]"
@@ -349,9 +369,14 @@ def _check_config(h: _Header) -> dict[str, Any]:
     return conf
 
 
-def _check_scales(h: _Header) -> list[float] | None:
+def _check_scales(h: _Header, conf: dict[str, Any]) -> list[float] | None:
     if "lp_scales" not in h.metadata:
         return None
+    if conf["arch"] != "cnn3":
+        raise h.fail(
+            f"metadata 'lp_scales' is set, but arch {json.dumps(conf['arch'])} has no LP pooling; "
+            'expected it only with arch "cnn3"'
+        )
     try:
         scales = json.loads(h.metadata["lp_scales"])
     except (ValueError, RecursionError):
@@ -362,10 +387,17 @@ def _check_scales(h: _Header) -> list[float] | None:
 
 
 def _expected_shapes(conf: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The state dict shapes of ``DeepDescNet(conf)``, computed without building it."""
+    """The state dict shapes of the network ``conf`` describes, computed without building it."""
+    p = PATCH_SIZE
+    if conf.get("arch", DEFAULT_ARCH) == "compact":
+        shapes: dict[str, tuple[int, ...]] = {"mean": (1, p, p), "std": (1, p, p)}
+        for i, (cin, cout, k, _, _) in enumerate(conv_layout(conf["width"]), 1):
+            shapes[f"conv{i}.weight"] = (cout, cin, k, k)
+            shapes.update({f"bn{i}.running_mean": (cout,), f"bn{i}.running_var": (cout,), f"bn{i}.{_COUNTER}": ()})
+        return shapes
     c1, c2, c3 = conf["channels"]
     k1, k2, k3 = conf["kernel_sizes"]
-    n, p = conf["norm_kernel_size"], PATCH_SIZE
+    n = conf["norm_kernel_size"]
     return {
         "mean": (1, p, p),
         "std": (1, p, p),
@@ -389,18 +421,25 @@ def _check_tensors(h: _Header, conf: dict[str, Any]) -> None:
             f"tensors do not match the metadata config: missing {missing}, unexpected {extra}; "
             f"expected exactly {sorted(expected)}"
         )
-    arch = ", ".join(f"{key} {conf[key]}" for key in ("channels", "kernel_sizes", "norm_kernel_size"))
+    keys = ("width",) if conf["arch"] == "compact" else ("channels", "kernel_sizes", "norm_kernel_size")
+    arch = ", ".join(f"{key} {conf[key]}" for key in ("arch", *keys))
     spans = []
     for name in sorted(expected):
         entry = h.entries[name]
         dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        if dtype not in _FLOAT_ITEMSIZE:
+        if name.endswith(_COUNTER):
+            if dtype != "I64":
+                raise h.fail(f"tensor '{name}' has dtype {dtype}; expected I64 (BatchNorm's batch counter)")
+            itemsize = 8
+        elif dtype not in _FLOAT_ITEMSIZE:
             raise h.fail(f"tensor '{name}' has dtype {dtype}; expected F32 (or F16, BF16, F64)")
+        else:
+            itemsize = _FLOAT_ITEMSIZE[dtype]
         if shape != expected[name]:
             raise h.fail(
                 f"tensor '{name}' has shape {shape}, but the metadata config ({arch}) implies {expected[name]}"
             )
-        nbytes = math.prod(shape) * _FLOAT_ITEMSIZE[dtype]
+        nbytes = math.prod(shape) * itemsize
         if end - begin != nbytes:
             raise h.fail(
                 f"tensor '{name}': data_offsets [{begin}, {end}] hold {end - begin} bytes; "
@@ -431,7 +470,7 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     return dict(_read_header(Path(path)).metadata)
 
 
-def load_safetensors(path: str | os.PathLike) -> DeepDescNet:
+def load_safetensors(path: str | os.PathLike) -> DescriptorNet:
     """Load a model written by :func:`save_safetensors`.
 
     Raises :class:`ModelFormatError`, naming the file and the offending key or tensor, when the
@@ -445,7 +484,7 @@ def load_safetensors(path: str | os.PathLike) -> DeepDescNet:
     if h.metadata.get("format") != FORMAT_TAG:
         raise h.fail(f"safetensors file without deepdesc metadata (format={h.metadata.get('format')!r})")
     conf = _check_config(h)
-    scales = _check_scales(h)
+    scales = _check_scales(h, conf)
     _check_tensors(h, conf)
     try:
         tensors = load_file(str(path))
@@ -456,12 +495,15 @@ def load_safetensors(path: str | os.PathLike) -> DeepDescNet:
             raise h.fail(f"tensor '{name}' holds NaN or inf; expected finite values")
     if conf["input_norm"] == "pixel" and not (tensors["std"] > 0).all():
         raise h.fail("tensor 'std' has values <= 0; expected a positive per-pixel std map for input_norm \"pixel\"")
+    for name in sorted(tensors):
+        if name.endswith(("running_var", _COUNTER)) and not (tensors[name] >= 0).all():
+            raise h.fail(f"tensor '{name}' has negative values; expected values >= 0")
     try:
-        model = DeepDescNet(conf)
+        model = CompactNet(conf) if conf["arch"] == "compact" else DeepDescNet(conf)
         model.load_state_dict(tensors)
     except (ValueError, RuntimeError) as exc:  # not expected after the checks above
         raise h.fail(f"cannot build the model its metadata describes ({exc})") from None
-    if scales is not None:
+    if scales is not None and isinstance(model, DeepDescNet):
         model.pool1.scale, model.pool2.scale, model.pool3.scale = scales
     model.info = {k: v for k, v in h.metadata.items() if k not in ("format", "config", "lp_scales")}
     return model.eval()

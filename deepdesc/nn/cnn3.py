@@ -12,19 +12,16 @@ Architecture of the released models (Simo-Serra et al., ICCV 2015)::
 
 from __future__ import annotations
 
-import copy
-import hashlib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import INPUT_NORMS, LPPool2d, SubtractiveNorm2d, gaussian_kernel, normalize_patches
+from .base import PATCH_SIZE, DescriptorNet
+from .layers import LPPool2d, SubtractiveNorm2d, gaussian_kernel
 
 __all__ = ["PATCH_SIZE", "DeepDescNet", "default_conf"]
-
-PATCH_SIZE = 64
 
 default_conf: dict[str, Any] = {
     "arch": "cnn3",
@@ -46,31 +43,26 @@ default_conf: dict[str, Any] = {
 }
 
 
-class DeepDescNet(nn.Module):
+class DeepDescNet(DescriptorNet):
     """DeepDesc descriptor network. (B, 1, 64, 64) float intensities in 0..255 -> (B, 128) float.
 
     ``conf`` overrides keys of :data:`default_conf`. Input normalisation lives inside the model:
     pass raw intensities. Use :func:`deepdesc.describe` for numpy/uint8 input, batching and validation.
     """
 
+    arch = "cnn3"
+    default_conf = default_conf
+
     def __init__(self, conf: dict[str, Any] | None = None):
-        super().__init__()
-        unknown = set(conf or {}) - set(default_conf)
-        if unknown:
-            raise ValueError(f"unknown DeepDescNet conf keys {sorted(unknown)}; known: {sorted(default_conf)}")
-        self.conf = {**copy.deepcopy(default_conf), **(conf or {})}
+        super().__init__(conf)
         c1, c2, c3 = self.conf["channels"]
         k1, k2, k3 = self.conf["kernel_sizes"]
         p1, p2, p3 = self.conf["pool_sizes"]
-        if self.conf["input_norm"] not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.conf['input_norm']!r}")
         size = PATCH_SIZE
         for k, p in zip((k1, k2, k3), (p1, p2, p3)):
             size = (size - k + 1) // p
         if size != 1:
             raise ValueError(f"layer sizes {self.conf} do not reduce a 64x64 patch to 1x1 (got {size})")
-        self.register_buffer("mean", torch.full((1, PATCH_SIZE, PATCH_SIZE), 128.0))
-        self.register_buffer("std", torch.full((1, PATCH_SIZE, PATCH_SIZE), 64.0))
         self.conv1 = nn.Conv2d(1, c1, k1)
         self.pool1 = LPPool2d(p1)
         self.norm1 = SubtractiveNorm2d(c1, gaussian_kernel(self.conf["norm_kernel_size"]))
@@ -79,19 +71,10 @@ class DeepDescNet(nn.Module):
         self.norm2 = SubtractiveNorm2d(c2, gaussian_kernel(self.conf["norm_kernel_size"]))
         self.conv3 = nn.Conv2d(c2, c3, k3)
         self.pool3 = LPPool2d(p3)
-        self.info: dict[str, str] = {}
 
     @property
     def descriptor_size(self) -> int:
         return self.conf["channels"][2]
-
-    @property
-    def device(self) -> torch.device:
-        return self.conv1.weight.device
-
-    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 64, 64) raw intensities -> the network's normalised input."""
-        return normalize_patches(x, self.conf["input_norm"], self.mean, 1.0 / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalize_input(x)
@@ -103,16 +86,9 @@ class DeepDescNet(nn.Module):
             x = F.normalize(x, dim=1)
         return x
 
-    def weights_sha256(self) -> str:
-        """SHA-256 of every parameter and buffer (name, dtype, shape, bytes): identifies the descriptor space."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-            digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-        for pool in (self.pool1, self.pool2, self.pool3):
-            digest.update(f"pool:{pool.kernel_size}:{pool.scale};".encode())
-        return digest.hexdigest()
+    def static_state(self) -> tuple[str, ...]:
+        """The LP pooling scales (Torch7 files store them; older ones are not k*k)."""
+        return tuple(f"pool:{pool.kernel_size}:{pool.scale};" for pool in (self.pool1, self.pool2, self.pool3))
 
     def num_flops(self) -> int:
         """Multiply-accumulates x 2 of the convolutions for one 64x64 patch."""

@@ -1,4 +1,5 @@
-"""ONNX export of :class:`~deepdesc.model.DeepDescNet` and an onnxruntime describer.
+"""ONNX export of the networks (:class:`~deepdesc.nn.cnn3.DeepDescNet`, :class:`~deepdesc.nn.compact.CompactNet`)
+and an onnxruntime describer.
 
 The exported graph takes raw intensities, float32 ``(B, 1, 64, 64)`` in 0..255 (input name
 ``patches``), and returns ``(B, 128)`` float32 descriptors (``descriptors``); the input
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from ..utils import atomic_path
-from .cnn3 import PATCH_SIZE, DeepDescNet
-from .fast import PreparedNet
+from .base import PATCH_SIZE, DescriptorNet
+from .fast import prepare_net
 
 __all__ = ["OnnxDescriber", "export_onnx"]
 
@@ -36,7 +37,7 @@ def _require(module: str) -> Any:
 
 
 def export_onnx(
-    model: DeepDescNet,
+    model: DescriptorNet,
     path: str | os.PathLike,
     opset: int = 17,
     dynamic_batch: bool = True,
@@ -45,11 +46,12 @@ def export_onnx(
     """Write ``model`` as an ONNX graph to ``path`` (atomically); returns the path.
 
     Input ``patches``: float32 (B, 1, 64, 64) intensities in 0..255; output ``descriptors``:
-    (B, 128). ``dynamic_batch=False`` fixes B to ``batch_size``. Needs the ``onnx`` extra.
+    (B, D). ``dynamic_batch=False`` fixes B to ``batch_size``. Needs the ``onnx`` extra. The graph is
+    the model's eval-mode arithmetic (a compact net's BatchNorms folded into its convolutions).
     """
     onnx = _require("onnx")
     path = Path(path)
-    net = PreparedNet(model, device="cpu").eval()  # the fast path's prepared constants, plain ops
+    net = prepare_net(model, device="cpu").eval()  # the fast path's prepared constants, plain ops
     example = torch.full((batch_size, 1, PATCH_SIZE, PATCH_SIZE), 128.0)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -68,7 +70,8 @@ def export_onnx(
         )
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
-        meta = {"format": "deepdesc", "input": "float32 (B,1,64,64) intensities 0..255", **model.info}
+        meta = {"format": "deepdesc", "input": "float32 (B,1,64,64) intensities 0..255", "arch": model.arch}
+        meta.update(model.info)
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = str(key), str(value)
@@ -77,7 +80,7 @@ def export_onnx(
 
 
 class OnnxDescriber:
-    """Describe patches with an exported graph on onnxruntime. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
+    """Describe patches with an exported graph on onnxruntime. (B, 1, 64, 64) 0..255 -> (B, D) float32.
 
     Accepts numpy arrays or CPU torch tensors and returns the same kind. ``num_threads``: intra-op
     threads (default torch's thread count). ``providers``: onnxruntime execution providers.

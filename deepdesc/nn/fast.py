@@ -1,4 +1,5 @@
-"""Fast inference for :class:`~deepdesc.model.DeepDescNet`: same descriptors, less time.
+"""Fast inference for the networks (:class:`~deepdesc.nn.cnn3.DeepDescNet`, :class:`~deepdesc.nn.compact.CompactNet`):
+same descriptors, less time.
 
 :class:`FastDescriber` prepares a model once and then describes batches of raw 0..255 patches::
 
@@ -24,6 +25,11 @@ What makes it faster than ``model(x)`` on a CPU (measured by ``bench/bench_descr
 
 ``precision``: ``"fp32"`` (default, exact to float rounding), ``"bf16"`` (CPU: conv2 and conv3
 in bfloat16, the rest in float32) or ``"fp16"`` (CUDA: the whole network in half precision).
+
+The prepared network is pluggable (:func:`prepare_net`): :class:`PreparedNet` for CNN3 (above),
+:class:`PreparedCompactNet` for the compact network (BatchNorm folded exactly into the convolutions,
+ReLU in place, channels-last; ``bf16``/``fp16`` run every convolution in that type). The chunking and
+threading of :class:`FastDescriber` are the same for both.
 """
 
 from __future__ import annotations
@@ -36,10 +42,27 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from .cnn3 import PATCH_SIZE, DeepDescNet
-from .layers import border_coefficient, normalize_patches, shared_kernel, subtractive_norm, tanh_l2_pool
+from .base import PATCH_SIZE, DescriptorNet
+from .cnn3 import DeepDescNet
+from .compact import POOLED_SIZE, CompactNet
+from .layers import (
+    border_coefficient,
+    fold_batch_norm,
+    normalize_patches,
+    shared_kernel,
+    subtractive_norm,
+    tanh_l2_pool,
+)
 
-__all__ = ["FastDescriber", "PRECISIONS", "PreparedNet", "default_batch_size", "fast_describer"]
+__all__ = [
+    "FastDescriber",
+    "PRECISIONS",
+    "PreparedCompactNet",
+    "PreparedNet",
+    "default_batch_size",
+    "fast_describer",
+    "prepare_net",
+]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _CL = torch.channels_last
@@ -156,10 +179,106 @@ class PreparedNet(torch.nn.Module):
         return x
 
 
-class FastDescriber:
-    """A prepared, inference-only copy of a :class:`DeepDescNet`. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
+class PreparedCompactNet(torch.nn.Module):
+    """CompactNet's eval-mode arithmetic, prepared once. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
 
-    ``model``: the network (its weights are copied; later changes to it are not seen).
+    Each BatchNorm is folded into the convolution before it (:func:`~deepdesc.nn.layers.fold_batch_norm`,
+    float64 then float32), dropout is the identity, so the network is 7 convolutions with biases and 6
+    ReLUs. ``dtype``: the convolutions' and activations' type (input normalisation and pooling stay
+    float32). ``inplace``: ReLU in place (inference only). ``channels_last``: NHWC maps.
+    :class:`FastDescriber` and the ONNX export both use it.
+    """
+
+    def __init__(
+        self,
+        model: CompactNet,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        inplace: bool = False,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        device = torch.device(device) if device is not None else model.device
+        self.conf = dict(model.conf)
+        self.dtype, self.inplace, self.channels_last = dtype, inplace, channels_last
+        layout = _CL if channels_last else torch.contiguous_format
+        self.geometry: list[tuple[int, int]] = []  # (stride, padding) of each convolution
+        with torch.no_grad():
+            self.register_buffer("mean", model.mean.detach().to(device, torch.float32).clone())
+            self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float().to(device))
+            for i, (conv, bn) in enumerate(model.layers()):
+                weight, bias = fold_batch_norm(conv.weight, conv.bias, bn)
+                self.register_buffer(f"weight{i}", weight.to(device, dtype).contiguous(memory_format=layout))
+                self.register_buffer(f"bias{i}", bias.to(device, dtype))
+                self.geometry.append((conv.stride[0], conv.padding[0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize_patches(x.float(), self.conf["input_norm"], self.mean, self.inv_std)
+        x = F.avg_pool2d(x, 2)
+        if self.channels_last:  # NHWC strides for one channel (see PreparedNet.forward)
+            x = x.reshape(x.shape[0], POOLED_SIZE, POOLED_SIZE, 1).permute(0, 3, 1, 2)
+        x = x.to(self.dtype)
+        last = len(self.geometry) - 1
+        for i, (stride, padding) in enumerate(self.geometry):
+            x = F.conv2d(x, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"), stride, padding)
+            if i != last:
+                x = x.relu_() if self.inplace else F.relu(x)
+        x = x.flatten(1).float()
+        if self.conf["l2_normalize"]:
+            x = F.normalize(x, dim=1)
+        return x
+
+
+def _prepared_family(model: DescriptorNet) -> type | None:
+    """The network class whose prepared path computes ``model``'s forward, or None (no such path, or a
+    subclass that overrides ``forward``)."""
+    for family in (DeepDescNet, CompactNet):
+        if isinstance(model, family):
+            return family if type(model).forward is family.forward else None
+    return None
+
+
+def prepare_net(
+    model: DescriptorNet,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    optimized: bool = False,
+) -> torch.nn.Module:
+    """The prepared, eval-mode module of ``model`` (:class:`PreparedNet` for CNN3, :class:`PreparedCompactNet`
+    for the compact net) on ``device`` (default the model's), in ``precision``.
+
+    ``optimized``: the inference-only forms (in place, channels-last, CNN3's sigmoid form of tanh on
+    CPU) that :class:`FastDescriber` runs; without it, plain ops (the ONNX export). ``TypeError`` for a
+    network without a prepared path.
+    """
+    device = torch.device(device) if device is not None else model.device
+    if isinstance(model, DeepDescNet):
+        # Activations: float32, except fp16 on CUDA. Convolutions: bf16 for conv2/conv3 on bf16.
+        conv_dtypes = {
+            "fp32": (torch.float32,) * 3,
+            "bf16": (torch.float32, torch.bfloat16, torch.bfloat16),
+            "fp16": (torch.float16,) * 3,
+        }[precision]
+        return PreparedNet(
+            model,
+            device,
+            conv_dtypes,
+            act_dtype=torch.float16 if precision == "fp16" else torch.float32,
+            via_sigmoid=optimized and device.type != "cuda",  # on CUDA tanh is as cheap as sigmoid
+            inplace=optimized,
+            channels_last=optimized,
+        )
+    if isinstance(model, CompactNet):
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        return PreparedCompactNet(model, device, dtype, inplace=optimized, channels_last=optimized)
+    raise TypeError(f"no prepared inference path for {type(model).__name__}; known: DeepDescNet, CompactNet")
+
+
+class FastDescriber:
+    """A prepared, inference-only copy of a network. (B, 1, 64, 64) 0..255 -> (B, D) float32.
+
+    ``model``: a :class:`DeepDescNet` or :class:`CompactNet` (its weights are copied; later changes to
+    it are not seen; eval-mode arithmetic whatever its mode). The prepared module is :func:`prepare_net`'s.
     ``precision``: ``"fp32"``, ``"bf16"`` (CPU with AVX-512 BF16/AMX) or ``"fp16"`` (CUDA).
     ``device``: where to run; default the model's device. ``batch_size``: patches per forward
     pass, default :func:`default_batch_size`. ``workers``: CPU threads that run chunks in
@@ -170,7 +289,7 @@ class FastDescriber:
 
     def __init__(
         self,
-        model: DeepDescNet,
+        model: DescriptorNet,
         precision: str = "fp32",
         device: str | torch.device | None = None,
         batch_size: int | None = None,
@@ -185,25 +304,10 @@ class FastDescriber:
         self.workers = workers
         self.conf = dict(model.conf)
         self.descriptor_size = model.descriptor_size
-        cuda = self.device.type == "cuda"
-        # Activations: float32, except fp16 on CUDA. Convolutions: bf16 for conv2/conv3 on bf16.
-        conv_dtypes = {
-            "fp32": (torch.float32,) * 3,
-            "bf16": (torch.float32, torch.bfloat16, torch.bfloat16),
-            "fp16": (torch.float16,) * 3,
-        }[precision]
-        self.net = PreparedNet(
-            model,
-            self.device,
-            conv_dtypes,
-            act_dtype=torch.float16 if precision == "fp16" else torch.float32,
-            via_sigmoid=not cuda,  # on CUDA tanh is as cheap as sigmoid: keep the direct form
-            inplace=True,
-            channels_last=True,
-        )
+        self.net = prepare_net(model, self.device, precision, optimized=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One batch, no chunking. (B, 1, 64, 64) on ``device`` -> (B, 128) float32."""
+        """One batch, no chunking. (B, 1, 64, 64) on ``device`` -> (B, D) float32."""
         return self.net(x.to(self.device, non_blocking=True))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -239,14 +343,15 @@ class FastDescriber:
         )
 
 
-_CACHE: weakref.WeakKeyDictionary[DeepDescNet, dict[tuple, tuple[tuple, FastDescriber]]] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[DescriptorNet, dict[tuple, tuple[tuple, FastDescriber]]] = weakref.WeakKeyDictionary()
 
 
-def _state_key(model: DeepDescNet) -> tuple:
-    """Changes when any weight is replaced or modified in place (optimizer steps, load_state_dict)."""
+def _state_key(model: DescriptorNet) -> tuple:
+    """Changes when any weight or buffer is replaced or modified in place (optimizer steps, BatchNorm
+    running statistics, load_state_dict)."""
     tensors = [*model.parameters(), *model.buffers()]
-    scales = (model.pool1.scale, model.pool2.scale, model.pool3.scale)
-    return (model.device, scales, repr(model.conf), tuple((t.data_ptr(), _version(t)) for t in tensors))
+    extra = model.static_state()
+    return (model.device, extra, repr(model.conf), tuple((t.data_ptr(), _version(t)) for t in tensors))
 
 
 def _version(t: torch.Tensor) -> int:
@@ -256,16 +361,21 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def fast_describer(model: DeepDescNet, precision: str = "fp32", batch_size: int | None = None) -> FastDescriber:
+def fast_describer(model: DescriptorNet, precision: str = "fp32", batch_size: int | None = None) -> FastDescriber:
     """The :class:`FastDescriber` of ``model`` on its device, cached until its weights change.
 
-    A subclass that overrides ``forward`` is returned as is (in float32): its own forward runs.
+    A subclass that overrides ``forward`` (or a network without a prepared path) is returned as is (in
+    float32): its own forward runs.
     """
-    if type(model).forward is not DeepDescNet.forward:
+    if _prepared_family(model) is None:
         if precision != "fp32":
-            raise ValueError(
-                f"precision {precision!r} needs DeepDescNet's own forward; {type(model).__name__} overrides it"
+            family = next((f.__name__ for f in (DeepDescNet, CompactNet) if isinstance(model, f)), None)
+            problem = (
+                f"{family}'s own forward; {type(model).__name__} overrides it"
+                if family
+                else (f"a network with a prepared path (DeepDescNet, CompactNet), not {type(model).__name__}")
             )
+            raise ValueError(f"precision {precision!r} needs {problem}")
         return model  # type: ignore[return-value]
     per_model = _CACHE.setdefault(model, {})
     key = (precision, batch_size)

@@ -1,8 +1,9 @@
-"""CNN3's layers as pure functions, and the Torch7-named modules built on them.
+"""The networks' layers as pure functions, and the Torch7-named modules built on them.
 
-One definition of each operation serves three callers: :class:`~deepdesc.nn.cnn3.DeepDescNet`
-(training and reference forward), :mod:`deepdesc.nn.fast` (prepared CPU/GPU inference, in place)
-and :mod:`deepdesc.nn.export` (ONNX). Flags select the variants; the arithmetic is the same.
+One definition of each operation serves three callers: the networks (:class:`~deepdesc.nn.cnn3.DeepDescNet`,
+:class:`~deepdesc.nn.compact.CompactNet`; training and reference forward), :mod:`deepdesc.nn.fast`
+(prepared CPU/GPU inference, in place) and :mod:`deepdesc.nn.export` (ONNX). Flags select the
+variants; the arithmetic is the same.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "LPPool2d",
     "SubtractiveNorm2d",
     "border_coefficient",
+    "fold_batch_norm",
     "gaussian_kernel",
     "l2_pool",
     "normalize_patches",
@@ -110,6 +112,27 @@ def subtractive_norm(
     if inplace:
         return x.sub_(local.mul_(inv_coef))
     return x - local * inv_coef
+
+
+def fold_batch_norm(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A convolution followed by eval-mode ``bn``, as one convolution: (weight, bias) in float32.
+
+    ``bn(conv(x)) = (conv(x) - running_mean) / sqrt(running_var + eps) * gamma + beta`` is linear in
+    the convolution's output, so it scales each output channel's weights and shifts its bias. Computed
+    in float64 and rounded once. ``weight``: (Cout, Cin, kh, kw); ``bias``: (Cout,) or None.
+    """
+    scale = (bn.running_var.detach().double() + bn.eps).rsqrt()
+    if bn.affine:
+        scale = scale * bn.weight.detach().double()
+    shift = -bn.running_mean.detach().double() * scale
+    if bias is not None:
+        shift = shift + bias.detach().double() * scale
+    if bn.affine:
+        shift = shift + bn.bias.detach().double()
+    folded = weight.detach().double() * scale.view(-1, *([1] * (weight.ndim - 1)))
+    return folded.float(), shift.float()
 
 
 def shared_kernel(weight: torch.Tensor) -> torch.Tensor:

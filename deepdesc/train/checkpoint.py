@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..nn.cnn3 import DeepDescNet, default_conf
+from ..nn.base import DescriptorNet
+from ..nn.factory import ARCHS, DEFAULT_ARCH, build_net
 from ..utils import atomic_path
 
 __all__ = [
@@ -28,11 +29,18 @@ __all__ = [
 ]
 
 
-def build_model(conf: dict) -> DeepDescNet:
-    """The (untrained) network of a run config: its ``[model]`` table, with the patch region of ``[data]``
-    (``region_scale``, ``blur_sigma``) recorded so the weights are later used with the patches they saw."""
+def build_model(conf: dict) -> DescriptorNet:
+    """The (untrained) network of a run config: its ``[model]`` table (``arch`` picks the network, see
+    :func:`deepdesc.nn.build_net`), with the patch region of ``[data]`` (``region_scale``, ``blur_sigma``)
+    recorded so the weights are later used with the patches they saw."""
     patch = {k: conf["data"][k] for k in ("region_scale", "blur_sigma")}
-    return DeepDescNet({**patch, **conf["model"]})
+    return build_net({**patch, **conf["model"]})
+
+
+def _with_defaults(model: dict) -> dict:
+    """A ``[model]`` table with its network's defaults filled in (as it was, for an unknown arch)."""
+    family = ARCHS.get(model.get("arch", DEFAULT_ARCH))
+    return {**family.default_conf, **model} if family is not None else model
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -65,12 +73,12 @@ def check_compatible(path: str | os.PathLike, saved: dict, conf: dict) -> None:
     for key in ("model", "loss", "data"):
         a, b = saved.get(key), conf.get(key)
         if key == "model" and isinstance(a, dict) and isinstance(b, dict):
-            a, b = {**default_conf, **a}, {**default_conf, **b}
+            a, b = _with_defaults(a), _with_defaults(b)
         if a != b:
             raise CheckpointError(f"{path}: checkpoint was trained with a different [{key}] config")
 
 
-def model_from_checkpoint(path: str | os.PathLike) -> tuple[DeepDescNet, dict]:
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[DescriptorNet, dict]:
     """The model of a trainer checkpoint (``last.pt``) in eval mode, and its run config."""
     state = load_checkpoint(path)
     conf = state["config"]

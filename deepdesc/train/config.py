@@ -8,6 +8,10 @@ A config file names a ``preset`` and overrides its tables key by key (every tabl
     steps = 20000
     out_dir = "runs/paper"
 
+``[model] arch`` picks the network: ``"cnn3"`` (default, the paper's; :data:`deepdesc.nn.cnn3.default_conf`)
+or ``"compact"`` (:data:`deepdesc.nn.compact.default_conf`: ``width``, ``dropout``; best with
+``preset = "hardnet"``). A ``[model]`` key of the other arch is refused.
+
 :func:`load_config` refuses unknown keys (suggesting the closest known one) and checks every value against
 :data:`SCHEMA` (type and range), raising :class:`~deepdesc.errors.ConfigError` that names the file (or
 ``config``), the key, the value and the expected form, e.g.
@@ -29,7 +33,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..nn.cnn3 import PATCH_SIZE, default_conf
+from ..nn.base import PATCH_SIZE
+from ..nn.factory import ARCHS, DEFAULT_ARCH
 from ..nn.layers import INPUT_NORMS
 from .synthetic import Augment
 
@@ -304,16 +309,22 @@ def _augment_schema() -> dict[str, Any]:
     return out
 
 
-# Table -> key -> spec. [model] holds the keys of deepdesc.nn.cnn3.default_conf, [data.augment] the fields
-# of Augment (both may be absent from a preset: their defaults live in those classes); the other tables
-# hold the preset's keys. A test checks that every preset key and every default_conf key has a spec.
+# Table -> key -> spec. [model] holds the keys of every network's default_conf (deepdesc.nn.factory.ARCHS;
+# _check_together refuses those of another arch), [data.augment] the fields of Augment (both may be absent
+# from a preset: their defaults live in those classes); the other tables hold the preset's keys. A test
+# checks that every preset key and every default_conf key has a spec.
 SCHEMA: dict[str, dict[str, Any]] = {
     "model": {
-        "arch": Choice(("cnn3",)),
+        "arch": Choice(tuple(ARCHS)),
+        # cnn3 only
         "channels": List(_POSITIVE_INT, length=3),
         "kernel_sizes": List(_POSITIVE_INT, length=3),
         "pool_sizes": List(_POSITIVE_INT, length=3),
         "norm_kernel_size": Number(low=1, integer=True, odd=True),
+        # compact only
+        "width": Number(low=4, high=256, integer=True),
+        "dropout": Number(low=0, high=1, high_open=True),
+        # every arch
         "input_norm": Choice(tuple(INPUT_NORMS)),
         "l2_normalize": Bool(),
         "region_scale": Number(low=0, low_open=True, optional=True),
@@ -360,7 +371,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
 }
 _HINGE_KEYS = ("positive_mining", "negative_mining", "negatives_per_pair")
 # Tables whose known keys come from a class rather than from the preset.
-_OPEN_TABLES = {"model": tuple(default_conf), "data.augment": tuple(SCHEMA["data.augment"])}
+_MODEL_KEYS = tuple(dict.fromkeys(key for family in ARCHS.values() for key in family.default_conf))
+_OPEN_TABLES = {"model": _MODEL_KEYS, "data.augment": tuple(SCHEMA["data.augment"])}
 
 
 # -- reading and merging ------------------------------------------------------------------------
@@ -563,11 +575,19 @@ def _check_together(conf: dict, origin: Origin) -> None:
             f"{origin('loss.kind')}: loss.kind = 'hinge' needs {keys}, which the {conf['preset']} preset does not "
             "have: use preset = 'paper'"
         )
-    model = {**default_conf, **conf["model"]}
+    arch = conf["model"].get("arch", DEFAULT_ARCH)
+    defaults = ARCHS[arch].default_conf
+    for key in conf["model"]:
+        if key not in defaults:
+            raise ConfigError(
+                f"{origin('model.' + key)}: model.{key} is not a setting of model.arch = {_show(arch)}; "
+                f"its settings: {', '.join(sorted(defaults))}"
+            )
+    model = {**defaults, **conf["model"]}
     size = PATCH_SIZE
-    for k, p in zip(model["kernel_sizes"], model["pool_sizes"]):
+    for k, p in zip(model.get("kernel_sizes", ()), model.get("pool_sizes", ())):
         size = (size - k + 1) // p
-    if size != 1:
+    if arch == "cnn3" and size != 1:
         raise ConfigError(
             f"{origin('model.kernel_sizes')}: model.kernel_sizes = {model['kernel_sizes']} with model.pool_sizes = "
             f"{model['pool_sizes']}: the layers do not reduce a {PATCH_SIZE}x{PATCH_SIZE} patch to 1x1 (got {size})"

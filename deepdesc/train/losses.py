@@ -104,10 +104,16 @@ def mined_hinge_loss(
 
 
 def hardest_in_batch_triplet_loss(
-    anchors: torch.Tensor, positives: torch.Tensor, margin: float = 1.0
+    anchors: torch.Tensor, positives: torch.Tensor, margin: float = 1.0, valid: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """HardNet (Mishchuk et al. 2017): for each pair, the closest non-matching descriptor in its row or
-    column of the distance matrix is the negative; loss ``mean(relu(margin + d_pos - d_neg))``."""
+    column of the distance matrix is the negative; loss ``mean(relu(margin + d_pos - d_neg))``.
+
+    ``valid`` (B,) bool marks real pairs; a row with ``valid = False`` holds a *distractor* (a detection with
+    no counterpart) and another unrelated patch (e.g. a hard negative near its epipolar line): it has no
+    positive term and only serves as a negative of every real pair, so positives are pulled closer than
+    distractors are (what mutual-NN and ratio-test matching need to reject keypoints without a match).
+    """
     b = anchors.shape[0]
     if b < 2:
         raise ValueError("hardest_in_batch_triplet_loss needs at least 2 pairs per batch")
@@ -115,5 +121,10 @@ def hardest_in_batch_triplet_loss(
     pos = d.diagonal()
     off = d + torch.eye(b, device=d.device, dtype=d.dtype) * 1e6
     neg = torch.minimum(off.min(dim=1).values, off.min(dim=0).values)
-    loss = torch.relu(margin + pos - neg).mean()
-    return loss, {"pos_dist": float(pos.detach().mean()), "neg_dist": float(neg.detach().mean())}
+    terms = torch.relu(margin + pos - neg)
+    if valid is not None:
+        valid = valid.to(device=d.device, dtype=torch.bool)
+        if not valid.any():
+            raise ValueError("hardest_in_batch_triplet_loss needs at least one valid pair per batch")
+        terms, pos, neg = terms[valid], pos[valid], neg[valid]
+    return terms.mean(), {"pos_dist": float(pos.detach().mean()), "neg_dist": float(neg.detach().mean())}

@@ -178,4 +178,5 @@ def validation_pairs(conf: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed validation set of corresponding pairs, (V, 1, 64, 64) twice."""
     sources, weights = build_sources(conf, "val")
     batches = PairBatches(sources, conf["data"]["val_pairs"], seed=conf["run"]["seed"] + 7919, weights=weights)
-    return batches[0]
+    a, p, valid = batches[0]
+    return a[valid], p[valid]

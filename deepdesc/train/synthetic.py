@@ -201,26 +201,44 @@ class PhotoTourPairs:
     3D point ids (train/validation split). Each sampled pair is two different patches of one point.
     """
 
-    def __init__(self, patches: np.ndarray, point_ids: np.ndarray, points: Sequence[int] | None = None):
+    def __init__(
+        self,
+        patches: np.ndarray,
+        point_ids: np.ndarray,
+        points: Sequence[int] | None = None,
+        distractor_fraction: float = 0.0,
+    ):
         self.patches = patches
         order = np.argsort(point_ids, kind="stable")
         ids = point_ids[order]
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         counts = np.diff(np.r_[starts, len(ids)])
         keep = counts >= 2
-        if points is not None:
-            keep &= np.isin(ids[starts], np.asarray(points))
+        selected = np.isin(ids[starts], np.asarray(points)) if points is not None else np.ones(len(starts), bool)
+        keep &= selected
         self.order, self.starts, self.counts = order, starts[keep], counts[keep]
+        # single-patch points: detections without a counterpart (deepdesc make-patches records them)
+        self.distractors = order[starts[(counts == 1) & selected]]
+        self.distractor_fraction = float(distractor_fraction) if len(self.distractors) else 0.0
         if len(self.starts) < 2:
             raise ValueError("PhotoTourPairs needs at least 2 3D points with 2 or more patches each")
 
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+        """``n`` pairs of two patches of one point; with ``distractor_fraction``, that share of the rows are
+        distractor rows (a single-view patch and a patch of another point, ``valid = False``)."""
         chosen = rng.choice(len(self.starts), size=n, replace=len(self.starts) < n)
         first = rng.integers(0, self.counts[chosen])
         second = (first + rng.integers(1, self.counts[chosen])) % self.counts[chosen]
         a = self.order[self.starts[chosen] + first]
         p = self.order[self.starts[chosen] + second]
-        return np.asarray(self.patches[a]), np.asarray(self.patches[p])
+        if not self.distractor_fraction:
+            return np.asarray(self.patches[a]), np.asarray(self.patches[p])
+        valid = rng.random(n) >= self.distractor_fraction
+        if valid.sum() < 2:
+            valid[:2] = True
+        invalid = np.flatnonzero(~valid)
+        a[invalid] = self.distractors[rng.integers(0, len(self.distractors), len(invalid))]
+        return np.asarray(self.patches[a]), np.asarray(self.patches[p]), valid
 
 
 class PairBatches(torch.utils.data.Dataset):
@@ -240,13 +258,16 @@ class PairBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch ``index``: anchors and positives (B, 1, 64, 64) float, and ``valid`` (B,) bool (False: a
+        distractor row, see :func:`~deepdesc.train.losses.hardest_in_batch_triplet_loss`)."""
         rng = np.random.default_rng([self.seed, int(index)])
         counts = rng.multinomial(self.batch_size, self.weights)
         parts = [src.sample(rng, int(c)) for src, c in zip(self.sources, counts) if c > 0]
         a = np.concatenate([x[0] for x in parts])
         p = np.concatenate([x[1] for x in parts])
+        valid = np.concatenate([x[2] if len(x) > 2 else np.ones(len(x[0]), bool) for x in parts])
         order = rng.permutation(len(a))
         a = torch.from_numpy(a[order]).float()[:, None]
         p = torch.from_numpy(p[order]).float()[:, None]
-        return a, p
+        return a, p, torch.from_numpy(valid[order])

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..errors import CheckpointError, ConfigError
 from ..eval.metrics import fpr95
 from ..hub.weights import load_safetensors, save_safetensors
-from ..nn.cnn3 import DeepDescNet
+from ..nn.base import DescriptorNet
 from ..utils import atomic_path, logger, resolve_device
 from .checkpoint import build_model, check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import load_config
@@ -40,7 +40,7 @@ __all__ = ["Trainer", "train", "validation_fpr95", "validation_scores"]
 
 @torch.no_grad()
 def validation_scores(
-    model: DeepDescNet, anchors: torch.Tensor, positives: torch.Tensor, batch: int = 512
+    model: DescriptorNet, anchors: torch.Tensor, positives: torch.Tensor, batch: int = 512
 ) -> dict[str, float]:
     """Validation on V corresponding pairs against *all* V(V-1) non-corresponding (anchor, positive) pairs,
     many of which come from the same image:
@@ -64,7 +64,7 @@ def validation_scores(
     }
 
 
-def validation_fpr95(model: DeepDescNet, anchors: torch.Tensor, positives: torch.Tensor, batch: int = 512) -> float:
+def validation_fpr95(model: DescriptorNet, anchors: torch.Tensor, positives: torch.Tensor, batch: int = 512) -> float:
     """FPR95 of :func:`validation_scores`."""
     return validation_scores(model, anchors, positives, batch)["fpr95"]
 
@@ -118,11 +118,16 @@ class Trainer:
             return o["lr_gamma"] ** (step // o["lr_step"])
         return max(0.0, 1.0 - step / max(1, self.conf["run"]["steps"]))  # linear decay to 0
 
-    def loss(self, a: torch.Tensor, p: torch.Tensor, index: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, a: torch.Tensor, p: torch.Tensor, index: int, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The configured loss of one micro-batch; ``valid`` (B,) marks real pairs (False: distractor rows)."""
         lc = self.conf["loss"]
         if lc["kind"] == "triplet":
             da, dp = self.net(torch.cat([a, p])).chunk(2)
-            return hardest_in_batch_triplet_loss(da, dp, margin=lc["margin"])
+            return hardest_in_batch_triplet_loss(da, dp, margin=lc["margin"], valid=valid)
+        if valid is not None and not bool(valid.all()):  # the paper's loss has no distractor term
+            a, p = a[valid], p[valid]
         if lc["kind"] != "hinge":
             raise ValueError(f"unknown loss.kind {lc['kind']!r}; known: hinge, triplet")
         # The paper's efficiency: forward every sampled pair without gradients, then forward and
@@ -203,7 +208,7 @@ class Trainer:
     def _init_weights(self, path: str) -> None:
         """Start from the network weights of an earlier run (fine-tuning); optimiser and schedule start fresh."""
         model = load_safetensors(path) if str(path).endswith(".safetensors") else model_from_checkpoint(path)[0]
-        for key in ("input_norm", "l2_normalize"):
+        for key in ("arch", "input_norm", "l2_normalize"):
             if model.conf.get(key) != self.model.conf.get(key):
                 raise ValueError(
                     f"run.init {path}: its model has {key}={model.conf.get(key)!r}, this config "
@@ -214,7 +219,7 @@ class Trainer:
     @torch.no_grad()
     def _init_pixel_normalisation(self, dataset) -> None:
         """Per-pixel mean/std maps of training patches, as the original models store them."""
-        a, p = dataset[len(dataset) - 1]  # an index no training step uses
+        a, p, _ = dataset[len(dataset) - 1]  # an index no training step uses
         x = torch.cat([a, p])
         self.model.mean.copy_(x.mean(0).to(self.device))
         self.model.std.copy_(x.std(0).clamp_min(1.0).to(self.device))
@@ -305,8 +310,9 @@ class Trainer:
                 stats: dict[str, float] = {}
                 total = 0.0
                 for k in mine:
-                    a, p = next(batches)
-                    loss, stats = self.loss(a.to(self.device), p.to(self.device), self.step * per_step + k)
+                    a, p, valid = next(batches)
+                    index = self.step * per_step + k
+                    loss, stats = self.loss(a.to(self.device), p.to(self.device), index, valid.to(self.device))
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"loss became {loss.item()} at step {self.step + 1}; stopping. The last good checkpoint "
