@@ -594,3 +594,31 @@ def test_phototour_pairs_sample_distractor_rows():
     assert (a_ids[~valid] >= 3).all()  # distractor rows: a single-view patch
     plain = PhotoTourPairs(patches, ids).sample(np.random.default_rng(1), 10)
     assert len(plain) == 2
+
+
+def test_multiview_source_trains_with_distractor_rows(tmp_path):
+    """multiview:DIR reads make-patches output (DIR = training views, DIR/val = validation views)."""
+    from .make_fake_data import make_phototour
+
+    root = tmp_path / "mv"
+    make_phototour(root, n_patches=120, patches_per_point=3, seed=0, learnable=True)
+    make_phototour(root / "val", n_patches=60, patches_per_point=3, seed=1, learnable=True)
+    conf = load_config(
+        None,
+        {
+            "preset": "hardnet",
+            "data": {
+                "sources": [f"multiview:{root}", "synthetic-noise"],
+                "weights": [0.5, 0.5],
+                "distractor_fraction": 0.3,
+                "batch_size": 16,
+                "val_pairs": 32,
+                "num_workers": 0,
+            },
+            "run": {"steps": 2, "val_every": 2, "ckpt_every": 2, "out_dir": str(tmp_path / "run"), "device": "cpu"},
+        },
+    )
+    summary = Trainer(conf).run(progress=False)
+    assert summary["step"] == 2
+    with pytest.raises(ValueError, match=r"data.distractor_fraction = 0.95"):
+        load_config(None, {"preset": "hardnet", "data": {"distractor_fraction": 0.95}})

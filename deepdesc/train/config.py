@@ -79,6 +79,7 @@ PAPER: dict[str, Any] = {
         "region_scale": None,
         "blur_sigma": None,
         "augment": {},  # overrides of deepdesc.train.synthetic.Augment fields, e.g. {blur_sigma = [0.0, 3.0]}
+        "distractor_fraction": 0.0,  # multiview:DIR sources: share of rows that are distractors (negatives only)
     },
     "run": {
         "steps": 20000,
@@ -256,7 +257,7 @@ class Pair:
 
 
 SOURCE_NAMES = ("sheets", "photos", "skimage", "synthetic-noise")
-_SOURCE_PREFIXES = ("phototour", *(f"phototour-split{k}" for k in range(1, 5)))
+_SOURCE_PREFIXES = ("phototour", "multiview", *(f"phototour-split{k}" for k in range(1, 5)))
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ class Sources:
     expected = "a non-empty list of data source names"
     item_expected = (
         "one of 'sheets', 'photos', 'skimage', 'synthetic-noise', 'phototour:PATH', "
-        "'phototour-split1:ROOT' .. 'phototour-split4:ROOT'"
+        "'phototour-split1:ROOT' .. 'phototour-split4:ROOT', 'multiview:DIR'"
     )
 
     def check(self, value: Any) -> bool:
@@ -354,6 +355,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "region_scale": Number(low=0, low_open=True, optional=True),
         "blur_sigma": Number(low=0, optional=True),
         "augment": None,  # a table: SCHEMA["data.augment"]
+        "distractor_fraction": Number(low=0, high=0.9),  # multiview sources: share of distractor rows
     },
     "data.augment": _augment_schema(),
     "run": {

@@ -121,6 +121,16 @@ def _phototour_source(root: str, split: str) -> PhotoTourPairs:
     return PhotoTourPairs(data.patches, data.point_ids, chosen)
 
 
+def _multiview_source(root: str, split: str, distractor_fraction: float) -> PhotoTourPairs:
+    """``deepdesc make-patches`` output: ``ROOT`` (training views) or ``ROOT/val`` (validation views), with its
+    single-view detections as distractor rows (``data.distractor_fraction`` of each batch from this source)."""
+    folder = Path(root) if split == "train" else Path(root) / "val"
+    data = PhotoTour(folder)
+    if data.point_ids is None:
+        raise ValueError(f"{folder}: a multiview source needs info.txt (deepdesc make-patches writes it)")
+    return PhotoTourPairs(data.patches, data.point_ids, distractor_fraction=distractor_fraction)
+
+
 def _noise_patches(n: int, seed: int) -> np.ndarray:
     """Smoothed random textures: a tiny self-contained source for tests."""
     rng = np.random.default_rng(seed)
@@ -163,6 +173,8 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
             sources.append(ImagePairs(photos, augment=aug, patch_options=options))
         elif name.startswith("phototour:"):
             sources.append(_phototour_source(name.partition(":")[2], split))
+        elif name.startswith("multiview:"):
+            sources.append(_multiview_source(name.partition(":")[2], split, data.get("distractor_fraction", 0.0)))
         elif name.startswith("synthetic-noise"):
             sources.append(SheetPairs(_noise_patches(64, seed=0 if split == "train" else 1)))
         else:
