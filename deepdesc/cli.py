@@ -166,6 +166,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_make_patches(args: argparse.Namespace) -> int:
+    from .train.multiview import MultiviewConfig, make_patches, summary_markdown
+
+    options = {"max_keypoints": args.max_keypoints, "val_every": args.val_every, "pairs": args.pairs}
+    for key in ("region_scale", "blur_sigma"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    summary = make_patches(
+        args.scene, args.output, MultiviewConfig(**options), colmap=args.colmap, overwrite=args.overwrite
+    )
+    print(summary_markdown(summary), end="")
+    print(f"wrote {args.output} (training set), {args.output}/val (validation set), summary.json")
+    return 0
+
+
 def _add_extractor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="default", help="registry name, .t7/.safetensors path, or sift/rootsift (OpenCV)"
@@ -285,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("make-patches", help="multi-view training patches (PhotoTour layout) from a scene with cameras")
+    p.add_argument("scene", help="Strecha scene folder (images/, cameras/), or with --colmap the model's image folder")
+    p.add_argument("-o", "--output", required=True, help="output folder: training set; DIR/val: validation set")
+    p.add_argument("--colmap", metavar="MODEL_DIR", help="COLMAP model (cameras/images/points3D .bin or .txt)")
+    p.add_argument("--max-keypoints", type=int, default=4000, help="DoG keypoints per view")
+    p.add_argument("--val-every", type=int, default=4, help="every N-th view is a validation view (0: none)")
+    p.add_argument("--region-scale", type=float, help="patch side / keypoint size (default: the library's)")
+    p.add_argument("--blur-sigma", type=float, help="extra patch smoothing in px (default: the library's)")
+    p.add_argument("--pairs", type=int, default=100_000, help="pairs per m50 match file (half positive)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=_cmd_make_patches)
 
     p = sub.add_parser("train", help="train a descriptor (see deepdesc/train/ and configs/)")
     p.add_argument("--config", help="TOML or YAML config: preset = 'paper'|'hardnet' plus overriding tables")

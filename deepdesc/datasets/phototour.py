@@ -43,6 +43,7 @@ __all__ = [
     "download_phototour",
     "extract_archive",
     "list_sheets",
+    "write_phototour",
 ]
 
 PATCH_SIZE = 64
@@ -431,3 +432,87 @@ def download_phototour(
     if not extract:
         return archive
     return _find_set_folder(extract_archive(archive, dest / name))
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_text_atomic(path: Path, lines: list[str]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(lines))
+
+
+def write_phototour(
+    folder: str | os.PathLike,
+    patches: Any,
+    point_ids: Any,
+    image_ids: Any,
+    interest: Any = None,
+    pairs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a labelled set in the PhotoTour layout :class:`PhotoTour` reads (module docs); return ``folder``.
+
+    ``patches`` (N, 64, 64) uint8 (floats are rounded and clipped to 0..255); ``point_ids``, ``image_ids`` (N,)
+    integers -> ``info.txt``; ``interest`` (N, 4) ``x y orientation scale`` -> ``interest.txt`` as
+    ``image-id x y orientation scale`` (units are the caller's; record them beside the set); ``pairs``: match-file
+    name (e.g. ``m50_1000_1000_0``) -> (M, 2) patch indices, or (M, 3) with a flag written in the last (unused)
+    column, each line ``patchID1 pointID1 0 patchID2 pointID2 0 flag``. The sheets are ``patchesNNNN.bmp``, the
+    last padded with black patches. Each file is written atomically; ``folder`` is created and must not already
+    hold sheets (``FileExistsError``).
+    """
+    import cv2
+
+    folder = Path(folder)
+    arr = np.asarray(patches)
+    if arr.ndim != 3 or arr.shape[1:] != (PATCH_SIZE, PATCH_SIZE):
+        raise ValueError(f"patches must be (N, {PATCH_SIZE}, {PATCH_SIZE}), got {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(np.float64)), 0, 255).astype(np.uint8)
+    n = len(arr)
+    if n == 0:
+        raise ValueError("write_phototour: no patches to write")
+    point_ids = np.asarray(point_ids, dtype=np.int64).reshape(-1)
+    image_ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
+    if len(point_ids) != n or len(image_ids) != n:
+        raise ValueError(f"{n} patches but {len(point_ids)} point ids and {len(image_ids)} image ids")
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(_SHEET_RE.match(p.name) for p in folder.iterdir()):
+        raise FileExistsError(f"{folder} already holds patch sheets; write into a new folder")
+    n_sheets = -(-n // PATCHES_PER_SHEET)
+    for k in range(n_sheets):
+        block = np.zeros((PATCHES_PER_SHEET, PATCH_SIZE, PATCH_SIZE), np.uint8)
+        part = arr[k * PATCHES_PER_SHEET : (k + 1) * PATCHES_PER_SHEET]
+        block[: len(part)] = part
+        grid = block.reshape(PATCHES_PER_ROW, PATCHES_PER_ROW, PATCH_SIZE, PATCH_SIZE).transpose(0, 2, 1, 3)
+        ok, data = cv2.imencode(".bmp", np.ascontiguousarray(grid.reshape(SHEET_SIZE, SHEET_SIZE)))
+        if not ok:
+            raise OSError(f"cannot encode sheet {k} as BMP")
+        with atomic_path(folder / f"patches{k:04d}.bmp") as tmp:
+            tmp.write_bytes(data.tobytes())
+    _write_text_atomic(folder / "info.txt", [f"{p} {i}\n" for p, i in zip(point_ids.tolist(), image_ids.tolist())])
+    if interest is not None:
+        table = np.asarray(interest, dtype=np.float64)
+        if table.shape != (n, 4):
+            raise ValueError(f"interest must be (N, 4) x y orientation scale, got {table.shape} for {n} patches")
+        rows = [f"{i} {x:.3f} {y:.3f} {o:.6f} {s:.4f}\n" for i, (x, y, o, s) in zip(image_ids.tolist(), table.tolist())]
+        _write_text_atomic(folder / "interest.txt", rows)
+    for name, table in (pairs or {}).items():
+        if not re.fullmatch(r"m50_[\w.-]+", name):
+            raise ValueError(f"match file names start with m50_ (e.g. m50_1000_1000_0), got {name!r}")
+        table = np.asarray(table, dtype=np.int64)
+        if table.ndim != 2 or table.shape[1] not in (2, 3):
+            raise ValueError(f"pairs {name!r} must be (M, 2) or (M, 3), got {table.shape}")
+        if table.size and (table[:, :2].min() < 0 or table[:, :2].max() >= n):
+            raise ValueError(f"pairs {name!r} refer to patches outside 0..{n - 1}")
+        flags = table[:, 2] if table.shape[1] == 3 else np.zeros(len(table), np.int64)
+        a, b = table[:, 0], table[:, 1]
+        rows = [
+            f"{p} {q} 0 {r} {s} 0 {f}\n"
+            for p, q, r, s, f in zip(
+                a.tolist(), point_ids[a].tolist(), b.tolist(), point_ids[b].tolist(), flags.tolist()
+            )
+        ]
+        _write_text_atomic(folder / f"{name}.txt", rows)
+    return folder
