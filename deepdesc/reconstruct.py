@@ -22,7 +22,7 @@ from . import extract, match
 from .errors import DeepDescError
 from .features.image import list_images
 from .io import h5
-from .io.colmap import _import_pycolmap, export_to_colmap
+from .io.colmap import export_to_colmap, import_pycolmap
 from .matching.nearest_neighbor import match_descriptors
 from .matching.verify import estimate_fundamental
 from .utils import logger
@@ -116,7 +116,7 @@ def main(
     the model are rebuilt each time. Raises :class:`ReconstructionError` when nothing registers. ``verbose``
     shows COLMAP's own log lines.
     """
-    pycolmap = _import_pycolmap()
+    pycolmap = import_pycolmap("deepdesc reconstruct")
     image_dir, out = Path(image_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = [n for n, _ in list_images([image_dir])]

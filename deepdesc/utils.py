@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib
 import logging
@@ -14,7 +15,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "download_file", "logger", "optional_import", "resolve_device", "sha256_file", "shared_dir"]
+__all__ = [
+    "atomic_path",
+    "download_file",
+    "logger",
+    "merge_conf",
+    "optional_import",
+    "resolve_device",
+    "sha256_file",
+    "shared_dir",
+]
 
 logger = logging.getLogger("deepdesc")  # the library logs here; it never prints
 
@@ -86,6 +96,20 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
             if actual != sha256.lower():
                 raise ValueError(f"{url}: SHA-256 mismatch (got {actual}, expected {sha256.lower()}); file discarded")
     return dest
+
+
+def merge_conf(defaults: dict[str, Any], overrides: dict[str, Any], what: str) -> dict[str, Any]:
+    """``defaults`` updated by ``overrides`` (nested dicts merged key by key); unknown keys: ``TypeError``."""
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown {what} options {sorted(unknown)}; known: {sorted(defaults)}")
+    conf = copy.deepcopy(defaults)
+    for key, value in overrides.items():
+        if isinstance(conf[key], dict) and isinstance(value, dict):
+            conf[key].update(value)
+        else:
+            conf[key] = value
+    return conf
 
 
 def optional_import(module: str, extra: str, purpose: str) -> Any:

@@ -18,7 +18,6 @@ Conventions (used by everything here and by :mod:`deepdesc.eval.pose`):
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from deepdesc.errors import DatasetFormatError
+from ..errors import DatasetFormatError
+from ..io.colmap import COLMAP_ORIGIN_SHIFT, import_pycolmap
+from ..utils import logger
 
 __all__ = [
     "Camera",
@@ -41,14 +42,12 @@ __all__ = [
     "relative_pose",
 ]
 
-logger = logging.getLogger("deepdesc")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 ROTATION_TOLERANCE = 1e-4  # max |R^T R - I| accepted in files; Strecha's 6-digit rotations are off by ~1e-6
 STRECHA_NUMBERS = 26
 # COLMAP models whose K plus (possibly zero) distortion is a pinhole camera; fisheye and spherical ones are not
 COLMAP_PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
-COLMAP_ORIGIN_SHIFT = 0.5  # COLMAP's top-left pixel centre is (0.5, 0.5); OpenCV's is (0, 0)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -304,14 +303,6 @@ def load_strecha_scenes(path: str | os.PathLike) -> list[Scene]:
     return scenes
 
 
-def _import_pycolmap() -> Any:
-    try:
-        import pycolmap
-    except ImportError as exc:
-        raise ImportError("reading COLMAP models needs pycolmap: pip install 'deepdesc[colmap]'") from exc
-    return pycolmap
-
-
 def _colmap_pose(image: Any) -> tuple[np.ndarray, np.ndarray]:
     pose = image.cam_from_world
     if callable(pose):  # a method in pycolmap >= 3.12, a property before
@@ -341,7 +332,7 @@ def load_colmap_scene(model_dir: str | os.PathLike, image_dir: str | os.PathLike
     :class:`DatasetFormatError` for an unreadable model, no registered images, or image files that do not exist;
     ``ImportError`` without pycolmap.
     """
-    pycolmap = _import_pycolmap()
+    pycolmap = import_pycolmap("reading COLMAP models")
     model_dir, image_dir = Path(model_dir), Path(image_dir)
     if not model_dir.is_dir():
         raise DatasetFormatError(f"{model_dir}: no such COLMAP model folder")

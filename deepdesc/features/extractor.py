@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import cv2
 import numpy as np
 
 from ..hub.registry import load_model
+from ..utils import merge_conf
 from . import patches as patch_ops
 from .describe import describe
 from .image import load_image
@@ -45,13 +45,7 @@ class Extractor:
     """
 
     def __init__(self, model: Any = None, **conf: Any):
-        self.conf = copy.deepcopy(default_conf)
-        detector = conf.pop("detector", {})
-        unknown = set(conf) - set(default_conf)
-        if unknown:
-            raise TypeError(f"unknown Extractor options {sorted(unknown)}; known: {sorted(default_conf)}")
-        self.conf.update(conf)
-        self.conf["detector"].update(detector)
+        self.conf = merge_conf(default_conf, conf, "Extractor")
         if model is not None:
             self.conf["model"] = model
         if self.conf["border"] not in ("replicate", "reflect", "drop"):

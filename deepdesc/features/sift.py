@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..utils import merge_conf
 from .image import as_uint8_gray, load_image
 from .keypoints import detect_keypoints, to_cv_keypoints
 from .types import Features
@@ -64,13 +65,7 @@ class SIFT:
     """
 
     def __init__(self, **conf: Any):
-        self.conf = copy.deepcopy(default_conf)
-        detector = conf.pop("detector", {})
-        unknown = set(conf) - set(default_conf)
-        if unknown:
-            raise TypeError(f"unknown SIFT options {sorted(unknown)}; known: {sorted(default_conf)}")
-        self.conf.update(conf)
-        self.conf["detector"].update(detector)
+        self.conf = merge_conf(default_conf, conf, "SIFT")
 
     @property
     def name(self) -> str:

@@ -33,19 +33,20 @@ import numpy as np
 from ..features.image import read_image
 from ..utils import atomic_path
 
-__all__ = ["export_to_colmap", "descriptors_to_uint8", "COLMAP_ORIGIN_SHIFT"]
+__all__ = ["COLMAP_ORIGIN_SHIFT", "descriptors_to_uint8", "export_to_colmap", "import_pycolmap"]
 
 COLMAP_ORIGIN_SHIFT = 0.5  # COLMAP's top-left pixel centre is (0.5, 0.5); OpenCV's is (0, 0)
 
 
-def _import_pycolmap() -> Any:
+def import_pycolmap(purpose: str = "COLMAP export") -> Any:
+    """pycolmap >= 4 (the optional ``[colmap]`` extra), or an ``ImportError`` saying how to install it."""
     try:
         import pycolmap
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("COLMAP export needs pycolmap >= 4: pip install 'deepdesc[colmap]'") from exc
+        raise ImportError(f"{purpose} needs pycolmap >= 4: pip install 'deepdesc[colmap]'") from exc
     if not hasattr(pycolmap, "FeatureDescriptors") or not hasattr(pycolmap, "Frame"):
         raise ImportError(
-            f"COLMAP export needs pycolmap >= 4 (rigs, frames, typed descriptors); got {pycolmap.__version__}"
+            f"{purpose} needs pycolmap >= 4 (rigs, frames, typed descriptors); got {pycolmap.__version__}"
         )
     return pycolmap
 
@@ -99,7 +100,7 @@ def export_to_colmap(
     ``pycolmap.infer_camera_from_image``) used instead of ``camera_model`` with a focal prior of 1.2 x the
     larger side; with ``single_camera`` the first image's camera serves all.
     """
-    pycolmap = _import_pycolmap()
+    pycolmap = import_pycolmap()
     database_path = Path(database_path)
     if database_path.exists() and not overwrite:
         raise FileExistsError(f"{database_path} exists; pass overwrite=True to replace it")
