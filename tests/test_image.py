@@ -144,3 +144,18 @@ def test_one_decoding_for_every_reader_exif_orientation_ignored(tmp_path):
     np.testing.assert_allclose(read_image(path, "gray"), np.rint(load_image(path)), atol=1)
     with pytest.raises(ValueError, match="mode must be one of"):
         read_image(path, "bgr")
+
+
+def test_codec_messages_go_into_the_error_not_before_it(tmp_path, capfd):
+    """libpng prints its own complaints to stderr; they belong in our message, after nothing else."""
+    good = cv2.imencode(".png", np.full((32, 32), 100, np.uint8))[1].tobytes()
+    broken = good[:60] + bytes(b ^ 0x5A for b in good[60:])  # valid signature and header, corrupt data
+    path = tmp_path / "broken.png"
+    path.write_bytes(broken)
+    with pytest.raises(ValueError, match=r"could not decode image file .*broken\.png") as info:
+        read_image(path)
+    assert capfd.readouterr().err == ""  # nothing printed before the real message
+    assert "libpng" in str(info.value) or "not an image format" in str(info.value)
+    ok = tmp_path / "ok.png"
+    ok.write_bytes(good)
+    assert read_image(ok).shape == (32, 32) and capfd.readouterr().err == ""

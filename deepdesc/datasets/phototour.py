@@ -30,9 +30,11 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..errors import DatasetFormatError
+from ..features.image import as_uint8_gray, decode_image
 from ..utils import atomic_path, download_file, sha256_file
 from .tables import read_table
 
@@ -87,7 +89,6 @@ def decode_sheet(path: str | os.PathLike) -> np.ndarray:
     Raises :class:`DatasetFormatError` naming the file when it is truncated, not an image or not
     1024x1024.
     """
-    import cv2
 
     path = Path(path)
     data = path.read_bytes()
@@ -95,7 +96,10 @@ def decode_sheet(path: str | os.PathLike) -> np.ndarray:
         declared = int.from_bytes(data[2:6], "little")
         if declared > len(data):
             raise DatasetFormatError(f"{path}: truncated BMP ({len(data)} bytes, header declares {declared})")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+    try:
+        img = as_uint8_gray(decode_image(data, path), channel_order="bgr") if data else None
+    except ValueError:
+        img = None
     if img is None:
         raise DatasetFormatError(f"{path}: cannot decode the image (truncated or not a BMP)")
     if img.shape != (SHEET_SIZE, SHEET_SIZE):
@@ -165,13 +169,19 @@ def _extract_into(archive: Path, dest: Path) -> None:
                     shutil.copyfileobj(src, dst, 1 << 20)
         return
     with tarfile.open(archive, "r:*") as tf:
-        for member in tf:
+        members = tf.getmembers()
+        for member in members:  # our own checks first: their errors name the archive and the member
+            _safe_member_path(dest, member.name, archive)
+            if not (member.isdir() or member.isfile()):
+                raise DatasetFormatError(f"{archive}: member {member.name!r} is a link or special file; refusing")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the standard library's safe extraction as well
+            tf.extractall(dest, members=members, filter="data")
+            return
+        for member in members:
             target = _safe_member_path(dest, member.name, archive)
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            if not member.isfile():
-                raise DatasetFormatError(f"{archive}: member {member.name!r} is a link or special file; refusing")
             target.parent.mkdir(parents=True, exist_ok=True)
             src = tf.extractfile(member)
             assert src is not None
@@ -462,8 +472,6 @@ def write_phototour(
     last padded with black patches. Each file is written atomically; ``folder`` is created and must not already
     hold sheets (``FileExistsError``).
     """
-    import cv2
-
     folder = Path(folder)
     arr = np.asarray(patches)
     if arr.ndim != 3 or arr.shape[1:] != (PATCH_SIZE, PATCH_SIZE):

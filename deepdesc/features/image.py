@@ -9,16 +9,27 @@ Colour files are BGR(A) as decoded and converted as such; 16-bit files keep thei
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "MIN_IMAGE_SIZE", "as_uint8_gray", "list_images", "load_image", "read_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MIN_IMAGE_SIZE",
+    "as_uint8_gray",
+    "decode_image",
+    "list_images",
+    "load_image",
+    "read_image",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
 #: Smallest accepted image side in pixels.
@@ -43,10 +54,7 @@ def read_image(path: str | os.PathLike, mode: str = "raw") -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {path}")
     if not path.is_file():
         raise ValueError(f"not an image file: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ValueError(f"could not decode image file {path} (not an image format OpenCV can read)")
+    image = decode_image(np.fromfile(str(path), dtype=np.uint8), path)  # np.fromfile: non-ASCII paths work
     if mode == "raw":
         return image
     if mode == "gray":
@@ -58,6 +66,43 @@ def read_image(path: str | os.PathLike, mode: str = "raw") -> np.ndarray:
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if mode == "rgb" else image
     return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what C libraries (libpng, libjpeg) write to file descriptor 2 meanwhile, instead of showing it."""
+    captured: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreters): leave it alone
+        yield captured
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.append(tmp.read().decode(errors="replace").strip())
+
+
+def decode_image(data: Any, name: str | os.PathLike = "<bytes>") -> np.ndarray:
+    """Encoded image bytes (uint8 array or ``bytes``) -> the stored array (``read_image``'s ``"raw"`` mode).
+
+    The one decoder of the library: OpenCV's ``IMREAD_UNCHANGED`` (EXIF orientation ignored). What the codec
+    libraries print (libpng's warnings and errors) goes into the error message instead of before it.
+    """
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
+    with _captured_stderr() as printed:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    codec = " ".join(line for line in printed if line)
+    if image is None:
+        detail = f": {codec}" if codec else ""
+        raise ValueError(f"could not decode image file {name} (not an image format OpenCV can read{detail})")
+    return image
 
 
 def list_images(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:

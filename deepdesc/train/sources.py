@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..datasets.phototour import PhotoTour
+from ..datasets.phototour import PhotoTour, decode_sheet
+from ..features.image import read_image
 from ..utils import shared_dir
 from .synthetic import Augment, ImagePairs, PairBatches, PhotoTourPairs, SheetPairs
 
@@ -39,22 +40,18 @@ PHOTOTOUR_SPLITS = {
 @functools.cache
 def _sheet_patches(folder: Path) -> list[np.ndarray]:
     """One (256, 64, 64) uint8 array per PhotoTour sheet in ``folder`` (sorted by name)."""
-    sheets = []
-    for path in sorted(folder.glob("patches*.bmp")):
-        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if img is None or img.shape != (1024, 1024):
-            raise ValueError(f"{path}: expected a 1024x1024 grayscale patch sheet")
-        sheets.append(img.reshape(16, 64, 16, 64).transpose(0, 2, 1, 3).reshape(256, 64, 64))
-    return sheets
+    return [decode_sheet(path) for path in sorted(folder.glob("patches*.bmp"))]
 
 
 @functools.cache
 def _photos(folder: Path) -> list[np.ndarray]:
+    """The decodable images of ``folder`` as (H, W) uint8 grayscale (sorted by name; other files skipped)."""
     out = []
-    for path in sorted(folder.iterdir()):
-        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if img is not None:
-            out.append(img)
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            out.append(read_image(path, "gray"))
+        except ValueError:
+            continue
     return out
 
 
