@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError
-from ..eval.metrics import fpr95
+from ..eval.metrics import fpr95, precision_at_1
 from ..hub.weights import load_safetensors, save_safetensors
 from ..nn.base import DescriptorNet
 from ..utils import atomic_path, logger, resolve_device
@@ -55,12 +55,12 @@ def validation_scores(
     da = torch.cat([model(anchors[i : i + batch].to(device)).cpu() for i in range(0, len(anchors), batch)])
     dp = torch.cat([model(positives[i : i + batch].to(device)).cpu() for i in range(0, len(positives), batch)])
     model.train(was_training)
-    distances = torch.cdist(da.double(), dp.double())
+    da, dp = da.detach().double(), dp.detach().double()
+    distances = torch.cdist(da, dp)
     labels = torch.eye(len(distances), dtype=torch.bool)
-    nearest = distances.argmin(1)
     return {
         "fpr95": float(fpr95(distances.flatten().numpy(), labels.flatten().numpy())),
-        "precision_at_1": float((nearest == torch.arange(len(distances))).double().mean()),
+        "precision_at_1": precision_at_1(da.numpy(), dp.numpy()),
     }
 
 
