@@ -35,7 +35,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         model, _ = model_from_checkpoint(args.input)
     else:
         model = args.input
-    print(f"wrote {args.output} ({convert_model(model, args.output, extra)})")
+    print(f"wrote {args.output} ({convert_model(model, args.output, extra, half=args.half)})")
     return 0
 
 
@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("output", help="output .safetensors file")
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata to record in the file (repeat)")
+    p.add_argument("--half", action="store_true", help="store float16 tensors (half the size; loaded as float32)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("describe-mat", help="describe patches from a MATLAB .mat file (successor of desc.lua)")

@@ -431,3 +431,24 @@ def test_packaged_default_loads_quickly(default_bytes):
     assert model.conf["channels"] == [32, 64, 128] and model.info["license"] == "MIT"
     meta = read_safetensors_metadata(model_path("default"))
     assert meta["format"] == "deepdesc" and json.loads(meta["config"]) == model.conf
+
+
+def test_half_precision_file_loads_as_float32(tmp_path):
+    """convert --half: half the bytes, float32 network, descriptors within float16 rounding."""
+    import numpy as np
+
+    from deepdesc import describe
+    from deepdesc.cli import main
+    from deepdesc.hub.weights import load_safetensors, save_safetensors
+    from deepdesc.nn.factory import build_net
+
+    torch.manual_seed(0)
+    net = build_net({"arch": "compact", "width": 8}).eval()
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    save_safetensors(net, full)
+    assert main(["convert", str(full), str(half), "--half"]) == 0
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_safetensors(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    patches = np.random.default_rng(0).integers(0, 256, (8, 64, 64)).astype(np.uint8)
+    np.testing.assert_allclose(describe(patches, model=loaded), describe(patches, model=net), atol=5e-3)

@@ -175,19 +175,22 @@ def describe_models() -> str:
     return "\n".join(lines)
 
 
-def convert_model(model: DescriptorNet | str | os.PathLike, output: str | os.PathLike, metadata: dict[str, str]) -> str:
+def convert_model(
+    model: DescriptorNet | str | os.PathLike, output: str | os.PathLike, metadata: dict[str, str], half: bool = False
+) -> str:
     """Write ``model`` (a network, or a .t7/.safetensors path) as safetensors with provenance metadata.
 
     An original release file (``CNN3_*.t7``) is labelled with its registry entry (name, training data,
-    licence, source); ``metadata`` overrides. Returns the licence (or provenance) recorded.
+    licence, source); ``metadata`` overrides. Returns the licence (or provenance) recorded. ``half``: float16
+    tensors (see :func:`~deepdesc.hub.weights.save_safetensors`).
     """
     if isinstance(model, DescriptorNet):
-        save_safetensors(model, output, metadata)
+        save_safetensors(model, output, metadata, half=half)
         return metadata.get("provenance", model.info.get("provenance", ""))
     path = Path(model)
     if path.suffix == ".safetensors":  # a re-labelled copy
         net = load_safetensors(path)
-        save_safetensors(net, output, metadata)
+        save_safetensors(net, output, metadata, half=half)
         return metadata.get("provenance", net.info.get("provenance", ""))
     net = load_t7(path)
     meta = {"provenance": f"converted from {path.name} by deepdesc convert"}
@@ -196,5 +199,5 @@ def convert_model(model: DescriptorNet | str | os.PathLike, output: str | os.Pat
         meta.update(name=info.name, training_data=info.trained_on, license=info.license, source_url=info.url or "")
     else:
         meta.update(training_data="unknown", license="unknown (check the source of the .t7 file)")
-    save_safetensors(net, output, {**meta, **metadata})
+    save_safetensors(net, output, {**meta, **metadata}, half=half)
     return meta["license"]

@@ -189,8 +189,13 @@ def load_t7(path: str | os.PathLike) -> DeepDescNet:
     return model.eval()
 
 
-def save_safetensors(model: DescriptorNet, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write ``model`` to ``path`` (atomically) as safetensors with its config and ``metadata``."""
+def save_safetensors(
+    model: DescriptorNet, path: str | os.PathLike, metadata: dict[str, str] | None = None, half: bool = False
+) -> None:
+    """Write ``model`` to ``path`` (atomically) as safetensors with its config and ``metadata``.
+
+    ``half`` stores the floating-point tensors as float16 (half the file; loading casts them back to float32).
+    """
     from safetensors.torch import save_file
 
     meta = {**model.info, **(metadata or {})}
@@ -199,6 +204,8 @@ def save_safetensors(model: DescriptorNet, path: str | os.PathLike, metadata: di
     if isinstance(model, DeepDescNet):
         meta["lp_scales"] = json.dumps([model.pool1.scale, model.pool2.scale, model.pool3.scale])
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
 
