@@ -33,10 +33,11 @@ def main() -> None:
     gt = load_strecha_scene(args.scene)
     rows = {}
     for model in args.model:
-        out = args.out / model.replace("/", "_")
+        label = Path(model).stem if model.endswith((".t7", ".safetensors")) else model
+        out = args.out / label
         summary = reconstruct.main(args.scene / "images", out, extract_conf=_conf(model), progress=False)
         err = camera_center_errors(load_colmap_scene(summary.model_path, args.scene / "images"), gt)
-        rows[model] = {
+        rows[label] = {
             "registered": summary.registered_images,
             "images": summary.num_images,
             "points3d": summary.points3d,
@@ -45,7 +46,7 @@ def main() -> None:
             "center_error_median_pct": 100 * err["median"] / err["extent"],
             "center_error_max_pct": 100 * err["max"] / err["extent"],
         }
-        print(model, rows[model], flush=True)
+        print(label, rows[label], flush=True)
     header = "registered | 3D points | track length | reproj. error (px) | centre error median / max (% extent)"
     lines = [f"| {gt.name} | {header} |", "|---" * 6 + "|"]
     for model, r in rows.items():

@@ -100,10 +100,10 @@ def test_resume_does_not_duplicate_tensorboard_steps(tmp_path):
     crashed = Trainer(_tiny_conf(tmp_path, ckpt_every=2, val_every=1000))
     original = crashed.loss
 
-    def crashing_loss(a, p, index):  # dies computing step 4: steps 1-3 logged, last checkpoint at step 2
+    def crashing_loss(a, p, index, valid=None):  # dies computing step 4: steps 1-3 logged, last checkpoint at step 2
         if crashed.step == 3:
             raise KeyboardInterrupt("simulated kill")
-        return original(a, p, index)
+        return original(a, p, index, valid)
 
     crashed.loss = crashing_loss
     with pytest.raises(KeyboardInterrupt):

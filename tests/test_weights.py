@@ -39,8 +39,15 @@ def _join(header: dict, body: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def default_bytes() -> bytes:
-    return model_path("default").read_bytes()
+def default_bytes(tmp_path_factory) -> bytes:
+    """A CNN3 file like the v2 default (patch-normalised, L2 output, 16x region, MIT metadata), seeded weights.
+
+    The packaged default is the compact net since v3; these tests are about the CNN3 layout."""
+    torch.manual_seed(0)
+    net = DeepDescNet({"input_norm": "patch", "l2_normalize": True, "region_scale": 16.0, "blur_sigma": 2.0})
+    path = tmp_path_factory.mktemp("cnn3") / "cnn3.safetensors"
+    save_safetensors(net, path, {"license": "MIT", "name": "cnn3-test"})
+    return path.read_bytes()
 
 
 @pytest.fixture
@@ -424,11 +431,22 @@ def test_older_file_without_optional_keys_loads(tmp_path, default_bytes):
     assert model.conf["region_scale"] is None and model.pool3.scale == 16.0
 
 
-def test_packaged_default_loads_quickly(default_bytes):
+def test_cnn3_file_loads_quickly(default_bytes, tmp_path):
+    path = tmp_path / "cnn3.safetensors"
+    path.write_bytes(default_bytes)
+    start = time.perf_counter()
+    model = load_safetensors(path)
+    assert time.perf_counter() - start < 1.0
+    assert model.conf["channels"] == [32, 64, 128] and model.info["license"] == "MIT"
+    meta = read_safetensors_metadata(path)
+    assert meta["format"] == "deepdesc" and json.loads(meta["config"]) == model.conf
+
+
+def test_packaged_default_loads_quickly():
     start = time.perf_counter()
     model = load_safetensors(model_path("default"))
     assert time.perf_counter() - start < 1.0
-    assert model.conf["channels"] == [32, 64, 128] and model.info["license"] == "MIT"
+    assert model.conf["arch"] == "compact" and model.conf["width"] == 16 and model.info["license"] == "MIT"
     meta = read_safetensors_metadata(model_path("default"))
     assert meta["format"] == "deepdesc" and json.loads(meta["config"]) == model.conf
 
