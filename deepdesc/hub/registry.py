@@ -79,9 +79,9 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             name="default",
             filename="default.safetensors",
-            trained_on="self-supervised pairs from real photos and patches (docs/model_card.md)",
+            trained_on="synthetic pairs + castle-P30 multi-view pairs (model card)",
             license="MIT",
-            description="deepdesc's own weights, shipped in the package",
+            description="deepdesc's own weights (v3, compact net), shipped in the package",
         ),
     )
 }
