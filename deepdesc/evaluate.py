@@ -49,7 +49,8 @@ def _colmap_scene(root: Path) -> Scene:
     return load_colmap_scene(model, root / "images", name=root.name)
 
 
-def _scene_report(result: dict, methods: Sequence[str]) -> list[str]:
+def _scene_report(result: dict) -> list[str]:
+    """Markdown tables per matcher (per scene when there are several) and pair wins against SIFT."""
     lines = []
     summary = result["summary"]
     scenes = list(next(iter(next(iter(summary.values())).values())))
@@ -129,7 +130,7 @@ def main(
             scenes, parsed, num_keypoints=scene_keypoints, max_gap=max_gap, orders=orders, cache_dir=out / "cache"
         )
         report["scenes"] = result
-        lines += _scene_report(result, methods)
+        lines += _scene_report(result)
         for matcher in MATCHERS:
             plot_pose_curves(result["rows"], out, matcher)
     table = "\n".join(lines) + "\n"
