@@ -273,6 +273,21 @@ def test_evaluate_phototour_with_function_and_model(fake_set):
     assert 0.0 <= res2["fpr95"] <= 1.0 and res2["num_pairs"] == 40
 
 
+def test_default_match_file_is_the_standard_one_or_the_only_one(fake_set):
+    folder, info, cache = fake_set
+    ds = PhotoTour(folder, cache_dir=cache)
+    assert ds.match_files() == [info["pairs_name"]] and info["pairs_name"] != pt.DEFAULT_PAIRS
+    assert ds.default_match_file() == info["pairs_name"]  # the only one (make-patches writes one)
+    by_default = evaluate_phototour(lambda p: p.reshape(len(p), -1).astype(np.float32), ds)
+    assert by_default["pairs_file"] == info["pairs_name"] and by_default["num_pairs"] == len(info["ids1"])
+    text = (folder / f"{info['pairs_name']}.txt").read_text()
+    (folder / "m50_2_2_0.txt").write_text(text)
+    with pytest.raises(FileNotFoundError, match=r"several match files \(m50_2_2_0, "):
+        ds.default_match_file()
+    (folder / f"{pt.DEFAULT_PAIRS}.txt").write_text(text)
+    assert ds.default_match_file() == pt.DEFAULT_PAIRS
+
+
 def test_real_notredame_sheets_match_bmp_crops(tmp_path_factory):
     folder = require_shared("data", "train", "notredame")
     from PIL import Image

@@ -377,12 +377,28 @@ class PhotoTour:
         """Names (without .txt) of the ``m50_*.txt`` match files of the set."""
         return sorted(p.stem for p in self.root.glob("m50_*.txt"))
 
-    def pairs(self, name_or_path: str | os.PathLike = DEFAULT_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def default_match_file(self) -> str:
+        """The match file benchmarks read when none is named: the standard ``m50_100000_100000_0`` if the
+        set has it, else the set's only ``m50_*`` file (e.g. the one ``deepdesc make-patches`` writes);
+        ``FileNotFoundError`` naming the files when that is ambiguous or there is none."""
+        files = self.match_files()
+        if DEFAULT_PAIRS in files or not files:
+            return DEFAULT_PAIRS  # absent: pairs() names the missing file and what is there
+        if len(files) == 1:
+            return files[0]
+        raise FileNotFoundError(
+            f"{self.root} has no {DEFAULT_PAIRS}.txt and several match files ({', '.join(files)}); name one"
+        )
+
+    def pairs(self, name_or_path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs of a match file. Returns (ids1 (M,) int64, ids2 (M,) int64, labels (M,) bool).
 
         ``name_or_path``: a file path, or a name in the set folder with or without ``.txt``
-        (e.g. ``m50_100000_100000_0``). ``labels`` is True when the two 3D point ids agree.
+        (e.g. ``m50_100000_100000_0``); None: :meth:`default_match_file`. ``labels`` is True when the
+        two 3D point ids agree.
         """
+        if name_or_path is None:
+            name_or_path = self.default_match_file()
         path = Path(name_or_path)
         if not path.is_file():
             name = str(name_or_path)

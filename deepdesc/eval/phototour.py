@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets.phototour import DEFAULT_PAIRS, PhotoTour
+from ..datasets.phototour import PhotoTour
 from ..errors import DatasetFormatError
 from .describers import as_describe_fn
 from .metrics import brown_protocol
@@ -18,12 +18,14 @@ __all__ = ["evaluate_phototour"]
 def evaluate_phototour(
     model_or_describe_fn: Any,
     root: str | os.PathLike | PhotoTour,
-    pairs_file: str | os.PathLike = DEFAULT_PAIRS,
+    pairs_file: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 1024,
     device: Any = None,
 ) -> dict[str, Any]:
-    """Brown protocol (FPR95, FDR95, PR AUC) of a descriptor on the pairs of ``pairs_file``.
+    """Brown protocol (FPR95, FDR95, PR AUC) of a descriptor on the pairs of ``pairs_file`` (default: the
+    set's :meth:`~deepdesc.datasets.phototour.PhotoTour.default_match_file`, so a ``deepdesc make-patches``
+    output folder or its ``val`` folder works as it is).
 
     ``model_or_describe_fn``: a network (:class:`~deepdesc.nn.base.DescriptorNet`), a model name/path, or a
     function mapping uint8 patches (B, 64, 64) to descriptors (B, D); distances are L2. Each
@@ -31,6 +33,8 @@ def evaluate_phototour(
     :func:`deepdesc.metrics.brown_protocol`'s dict plus ``dataset`` and ``pairs_file``.
     """
     ds = root if isinstance(root, PhotoTour) else PhotoTour(root, cache_dir=cache_dir)
+    if pairs_file is None:
+        pairs_file = ds.default_match_file()
     ids1, ids2, labels = ds.pairs(pairs_file)
     unique, inverse = np.unique(np.r_[ids1, ids2], return_inverse=True)
     fn = as_describe_fn(model_or_describe_fn, device, batch_size)
