@@ -3,7 +3,7 @@
 Public API, grouped by layer (imported lazily, so ``import deepdesc`` is cheap)::
 
     load_model(name_or_path="default", device="auto") -> DescriptorNet    # hub
-    build_net(conf) -> DescriptorNet: DeepDescNet (arch "cnn3") or CompactNet ("compact")   # nn
+    build_net(conf) -> DescriptorNet: DeepDescNet (arch "cnn3"), CompactNet ("compact"), TFeatNet ("tfeat")   # nn
     describe(patches, model=None) -> (N, 128) float32                      # features
     Extractor(...)  SIFT(...)      OpenCV-style detectAndCompute/compute on images -> Features
     match_descriptors(d1, d2) -> matches (K, 2), distances (K,)            # matching
@@ -22,6 +22,7 @@ _EXPORTS = {
     "DescriptorNet": "deepdesc.nn.base",
     "DeepDescNet": "deepdesc.nn.cnn3",
     "CompactNet": "deepdesc.nn.compact",
+    "TFeatNet": "deepdesc.nn.tfeat",
     "build_net": "deepdesc.nn.factory",
     "export_onnx": "deepdesc.nn.export",
     # hub: weights and the model registry

@@ -1,9 +1,9 @@
 """Model files: import of the original Torch7 models and the project's safetensors format.
 
-A safetensors file holds a network's state dict (:class:`~deepdesc.nn.cnn3.DeepDescNet` or
-:class:`~deepdesc.nn.compact.CompactNet`, by the config's ``arch``) plus string metadata: ``format``
-(``deepdesc``), ``config`` (JSON of the model conf), ``lp_scales`` (CNN3 only), ``normalisation``,
-``provenance``, ``training_data`` and ``license``. Both readers are safe: no
+A safetensors file holds a network's state dict (:class:`~deepdesc.nn.cnn3.DeepDescNet`,
+:class:`~deepdesc.nn.compact.CompactNet` or :class:`~deepdesc.nn.tfeat.TFeatNet`, by the config's ``arch``)
+plus string metadata: ``format`` (``deepdesc``), ``config`` (JSON of the model conf), ``lp_scales`` (CNN3
+only), ``normalisation``, ``provenance``, ``training_data`` and ``license``. Both readers are safe: no
 code runs, and nothing a file merely claims is allocated. :func:`load_safetensors` reads the
 header (bounded), checks the architecture metadata's types and bounds, and checks every tensor's
 declared dtype, shape and byte range against what that architecture implies, all before it reads
@@ -28,6 +28,7 @@ from ..nn.cnn3 import DeepDescNet
 from ..nn.compact import CompactNet, conv_layout
 from ..nn.factory import ARCHS, DEFAULT_ARCH
 from ..nn.layers import INPUT_NORMS
+from ..nn.tfeat import TFeatNet, tfeat_shapes
 from ..utils import atomic_path
 from .t7 import TorchObject, read_t7
 
@@ -349,6 +350,8 @@ def _check_config(h: _Header) -> dict[str, Any]:
         if not (_is_number(conf["dropout"]) and 0 <= conf["dropout"] < 1):
             raise bad("dropout", "a number in [0, 1)")
         return conf
+    if arch == "tfeat":  # fixed layer sizes: nothing else to check
+        return conf
     for key, top in (("channels", MAX_CHANNELS), ("kernel_sizes", MAX_KERNEL), ("pool_sizes", MAX_KERNEL)):
         value = conf[key]
         if not (isinstance(value, list) and len(value) == 3 and all(_is_int(v) and 1 <= v <= top for v in value)):
@@ -402,6 +405,8 @@ def _expected_shapes(conf: dict[str, Any]) -> dict[str, tuple[int, ...]]:
             shapes[f"conv{i}.weight"] = (cout, cin, k, k)
             shapes.update({f"bn{i}.running_mean": (cout,), f"bn{i}.running_var": (cout,), f"bn{i}.{_COUNTER}": ()})
         return shapes
+    if conf.get("arch", DEFAULT_ARCH) == "tfeat":
+        return {"mean": (1, p, p), "std": (1, p, p), **tfeat_shapes()}
     c1, c2, c3 = conf["channels"]
     k1, k2, k3 = conf["kernel_sizes"]
     n = conf["norm_kernel_size"]
@@ -428,7 +433,7 @@ def _check_tensors(h: _Header, conf: dict[str, Any]) -> None:
             f"tensors do not match the metadata config: missing {missing}, unexpected {extra}; "
             f"expected exactly {sorted(expected)}"
         )
-    keys = ("width",) if conf["arch"] == "compact" else ("channels", "kernel_sizes", "norm_kernel_size")
+    keys = {"compact": ("width",), "tfeat": ()}.get(conf["arch"], ("channels", "kernel_sizes", "norm_kernel_size"))
     arch = ", ".join(f"{key} {conf[key]}" for key in ("arch", *keys))
     spans = []
     for name in sorted(expected):
@@ -506,7 +511,8 @@ def load_safetensors(path: str | os.PathLike) -> DescriptorNet:
         if name.endswith(("running_var", _COUNTER)) and not (tensors[name] >= 0).all():
             raise h.fail(f"tensor '{name}' has negative values; expected values >= 0")
     try:
-        model = CompactNet(conf) if conf["arch"] == "compact" else DeepDescNet(conf)
+        family = {"compact": CompactNet, "tfeat": TFeatNet}.get(conf["arch"], DeepDescNet)
+        model = family(conf)
         model.load_state_dict(tensors)
     except (ValueError, RuntimeError) as exc:  # not expected after the checks above
         raise h.fail(f"cannot build the model its metadata describes ({exc})") from None

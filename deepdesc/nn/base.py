@@ -4,8 +4,8 @@ A network maps ``(B, 1, 64, 64)`` raw intensities in 0..255 to ``(B, D)`` float 
 input normalisation inside (per-pixel mean/std maps, or per patch). Its architecture is the plain-data
 ``conf`` dict (keys of the subclass's ``default_conf``, ``conf["arch"]`` naming the subclass), which
 safetensors files, training configs and :func:`deepdesc.nn.factory.build_net` all use. The concrete
-networks are :class:`~deepdesc.nn.cnn3.DeepDescNet` (the paper's CNN3) and
-:class:`~deepdesc.nn.compact.CompactNet`.
+networks are :class:`~deepdesc.nn.cnn3.DeepDescNet` (the paper's CNN3),
+:class:`~deepdesc.nn.compact.CompactNet` and :class:`~deepdesc.nn.tfeat.TFeatNet` (TFeat, BMVC 2016).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class DescriptorNet(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def num_flops(self) -> int:
-        """Multiply-accumulates x 2 of the convolutions for one 64x64 patch."""
+        """Multiply-accumulates x 2 of the convolutions (and linear layers) for one 64x64 patch."""
 
     def static_state(self) -> tuple[str, ...]:
         """Settings outside ``conf`` and the state dict that change the output (CNN3: its LP pooling scales)."""

@@ -1,5 +1,5 @@
-"""ONNX export of the networks (:class:`~deepdesc.nn.cnn3.DeepDescNet`, :class:`~deepdesc.nn.compact.CompactNet`)
-and an onnxruntime describer.
+"""ONNX export of the networks (:class:`~deepdesc.nn.cnn3.DeepDescNet`, :class:`~deepdesc.nn.compact.CompactNet`,
+:class:`~deepdesc.nn.tfeat.TFeatNet`) and an onnxruntime describer.
 
 The exported graph takes raw intensities, float32 ``(B, 1, 64, 64)`` in 0..255 (input name
 ``patches``), and returns ``(B, 128)`` float32 descriptors (``descriptors``); the input

@@ -7,11 +7,12 @@ from typing import Any
 from .base import DescriptorNet
 from .cnn3 import DeepDescNet
 from .compact import CompactNet
+from .tfeat import TFeatNet
 
 __all__ = ["ARCHS", "arch_class", "build_net"]
 
 # conf["arch"] -> the network class (a conf without "arch" is a CNN3 one, as in files that predate the key)
-ARCHS: dict[str, type[DescriptorNet]] = {"cnn3": DeepDescNet, "compact": CompactNet}
+ARCHS: dict[str, type[DescriptorNet]] = {"cnn3": DeepDescNet, "compact": CompactNet, "tfeat": TFeatNet}
 DEFAULT_ARCH = "cnn3"
 
 

@@ -1,5 +1,5 @@
-"""Fast inference for the networks (:class:`~deepdesc.nn.cnn3.DeepDescNet`, :class:`~deepdesc.nn.compact.CompactNet`):
-same descriptors, less time.
+"""Fast inference for the networks (:class:`~deepdesc.nn.cnn3.DeepDescNet`, :class:`~deepdesc.nn.compact.CompactNet`,
+:class:`~deepdesc.nn.tfeat.TFeatNet`): same descriptors, less time.
 
 :class:`FastDescriber` prepares a model once and then describes batches of raw 0..255 patches::
 
@@ -28,8 +28,10 @@ in bfloat16, the rest in float32) or ``"fp16"`` (CUDA: the whole network in half
 
 The prepared network is pluggable (:func:`prepare_net`): :class:`PreparedNet` for CNN3 (above),
 :class:`PreparedCompactNet` for the compact network (BatchNorm folded exactly into the convolutions,
-ReLU in place, channels-last; ``bf16``/``fp16`` run every convolution in that type). The chunking and
-threading of :class:`FastDescriber` are the same for both.
+ReLU in place, channels-last; ``bf16``/``fp16`` run every convolution in that type), :class:`PreparedTFeatNet`
+for TFeat (max pooling before the first tanh, which is exact and 4x fewer tanh; channels-last with the linear
+layer's weights permuted to match; ``bf16``/``fp16`` as for the compact net). The chunking and threading of
+:class:`FastDescriber` are the same for all.
 """
 
 from __future__ import annotations
@@ -53,12 +55,14 @@ from .layers import (
     subtractive_norm,
     tanh_l2_pool,
 )
+from .tfeat import MAP_SIZE, TFeatNet
 
 __all__ = [
     "FastDescriber",
     "PRECISIONS",
     "PreparedCompactNet",
     "PreparedNet",
+    "PreparedTFeatNet",
     "default_batch_size",
     "fast_describer",
     "prepare_net",
@@ -66,6 +70,9 @@ __all__ = [
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _CL = torch.channels_last
+# The network classes with a prepared path (a subclass that overrides forward has none).
+_FAMILIES: tuple[type[DescriptorNet], ...] = (DeepDescNet, CompactNet, TFeatNet)
+_KNOWN = ", ".join(f.__name__ for f in _FAMILIES)
 
 
 def default_batch_size(device: torch.device | str) -> int:
@@ -229,10 +236,67 @@ class PreparedCompactNet(torch.nn.Module):
         return x
 
 
+class PreparedTFeatNet(torch.nn.Module):
+    """TFeatNet's arithmetic, prepared once. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
+
+    The same layers as ``TFeatNet.forward``, with the first max pooling before its tanh (tanh is
+    increasing, so ``max(tanh(y)) = tanh(max(y))``: the same values from a quarter of the tanh work).
+    ``dtype``: the convolutions', the linear layer's and the activations' type (input normalisation and
+    average pooling stay float32). ``inplace``: tanh in place (inference only). ``channels_last``: NHWC
+    maps, and the linear layer's weights permuted from (C, H, W) to (H, W, C) order so that the last map
+    flattens without a copy. :class:`FastDescriber` and the ONNX export both use it.
+    """
+
+    def __init__(
+        self,
+        model: TFeatNet,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        inplace: bool = False,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        device = torch.device(device) if device is not None else model.device
+        self.conf = dict(model.conf)
+        self.dtype, self.inplace, self.channels_last = dtype, inplace, channels_last
+        layout = _CL if channels_last else torch.contiguous_format
+        with torch.no_grad():
+            self.register_buffer("mean", model.mean.detach().to(device, torch.float32).clone())
+            self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float().to(device))
+            for i, conv in enumerate((model.conv1, model.conv2)):
+                weight = conv.weight.detach().to(device, dtype).contiguous(memory_format=layout)
+                self.register_buffer(f"weight{i}", weight)
+                self.register_buffer(f"bias{i}", conv.bias.detach().to(device, dtype).clone())
+            fc = model.fc.weight.detach()  # (128, 4096), inputs in (C, H, W) order
+            if channels_last:
+                channels = model.conv2.out_channels
+                fc = fc.view(-1, channels, MAP_SIZE, MAP_SIZE).permute(0, 2, 3, 1).reshape(fc.shape[0], -1)
+            self.register_buffer("fc_weight", fc.to(device, dtype).contiguous())
+            self.register_buffer("fc_bias", model.fc.bias.detach().to(device, dtype).clone())
+
+    def _tanh(self, x: torch.Tensor) -> torch.Tensor:
+        return x.tanh_() if self.inplace else torch.tanh(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize_patches(x.float(), self.conf["input_norm"], self.mean, self.inv_std)
+        x = F.avg_pool2d(x, 2)
+        if self.channels_last:  # NHWC strides for one channel (see PreparedNet.forward)
+            x = x.reshape(x.shape[0], POOLED_SIZE, POOLED_SIZE, 1).permute(0, 3, 1, 2)
+        x = x.to(self.dtype)
+        x = self._tanh(F.max_pool2d(F.conv2d(x, self.weight0, self.bias0), 2))  # (B, 32, 13, 13)
+        x = self._tanh(F.conv2d(x, self.weight1, self.bias1))  # (B, 64, 8, 8)
+        # (B, 4096) in the order fc_weight expects: a view of NHWC maps when channels_last
+        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1) if self.channels_last else x.flatten(1)
+        x = self._tanh(F.linear(x, self.fc_weight, self.fc_bias)).float()  # (B, 128)
+        if self.conf["l2_normalize"]:
+            x = F.normalize(x, dim=1)
+        return x
+
+
 def _prepared_family(model: DescriptorNet) -> type | None:
     """The network class whose prepared path computes ``model``'s forward, or None (no such path, or a
     subclass that overrides ``forward``)."""
-    for family in (DeepDescNet, CompactNet):
+    for family in _FAMILIES:
         if isinstance(model, family):
             return family if type(model).forward is family.forward else None
     return None
@@ -245,7 +309,7 @@ def prepare_net(
     optimized: bool = False,
 ) -> torch.nn.Module:
     """The prepared, eval-mode module of ``model`` (:class:`PreparedNet` for CNN3, :class:`PreparedCompactNet`
-    for the compact net) on ``device`` (default the model's), in ``precision``.
+    for the compact net, :class:`PreparedTFeatNet` for TFeat) on ``device`` (default the model's), in ``precision``.
 
     ``optimized``: the inference-only forms (in place, channels-last, CNN3's sigmoid form of tanh on
     CPU) that :class:`FastDescriber` runs; without it, plain ops (the ONNX export). ``TypeError`` for a
@@ -268,17 +332,20 @@ def prepare_net(
             inplace=optimized,
             channels_last=optimized,
         )
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if isinstance(model, CompactNet):
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         return PreparedCompactNet(model, device, dtype, inplace=optimized, channels_last=optimized)
-    raise TypeError(f"no prepared inference path for {type(model).__name__}; known: DeepDescNet, CompactNet")
+    if isinstance(model, TFeatNet):
+        return PreparedTFeatNet(model, device, dtype, inplace=optimized, channels_last=optimized)
+    raise TypeError(f"no prepared inference path for {type(model).__name__}; known: {_KNOWN}")
 
 
 class FastDescriber:
     """A prepared, inference-only copy of a network. (B, 1, 64, 64) 0..255 -> (B, D) float32.
 
-    ``model``: a :class:`DeepDescNet` or :class:`CompactNet` (its weights are copied; later changes to
-    it are not seen; eval-mode arithmetic whatever its mode). The prepared module is :func:`prepare_net`'s.
+    ``model``: a :class:`DeepDescNet`, :class:`CompactNet` or :class:`TFeatNet` (its weights are copied;
+    later changes to it are not seen; eval-mode arithmetic whatever its mode). The prepared module is
+    :func:`prepare_net`'s.
     ``precision``: ``"fp32"``, ``"bf16"`` (CPU with AVX-512 BF16/AMX) or ``"fp16"`` (CUDA).
     ``device``: where to run; default the model's device. ``batch_size``: patches per forward
     pass, default :func:`default_batch_size`. ``workers``: CPU threads that run chunks in
@@ -369,11 +436,11 @@ def fast_describer(model: DescriptorNet, precision: str = "fp32", batch_size: in
     """
     if _prepared_family(model) is None:
         if precision != "fp32":
-            family = next((f.__name__ for f in (DeepDescNet, CompactNet) if isinstance(model, f)), None)
+            family = next((f.__name__ for f in _FAMILIES if isinstance(model, f)), None)
             problem = (
                 f"{family}'s own forward; {type(model).__name__} overrides it"
                 if family
-                else (f"a network with a prepared path (DeepDescNet, CompactNet), not {type(model).__name__}")
+                else (f"a network with a prepared path ({_KNOWN}), not {type(model).__name__}")
             )
             raise ValueError(f"precision {precision!r} needs {problem}")
         return model  # type: ignore[return-value]

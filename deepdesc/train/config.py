@@ -8,9 +8,10 @@ A config file names a ``preset`` and overrides its tables key by key (every tabl
     steps = 20000
     out_dir = "runs/paper"
 
-``[model] arch`` picks the network: ``"cnn3"`` (default, the paper's; :data:`deepdesc.nn.cnn3.default_conf`)
-or ``"compact"`` (:data:`deepdesc.nn.compact.default_conf`: ``width``, ``dropout``; best with
-``preset = "hardnet"``). A ``[model]`` key of the other arch is refused.
+``[model] arch`` picks the network: ``"cnn3"`` (default, the paper's; :data:`deepdesc.nn.cnn3.default_conf`),
+``"compact"`` (:data:`deepdesc.nn.compact.default_conf`: ``width``, ``dropout``; best with
+``preset = "hardnet"``) or ``"tfeat"`` (:data:`deepdesc.nn.tfeat.default_conf`: fixed layers, only the keys
+every arch has). A ``[model]`` key of another arch is refused.
 
 :func:`load_config` refuses unknown keys (suggesting the closest known one) and checks every value against
 :data:`SCHEMA` (type and range), raising :class:`~deepdesc.errors.ConfigError` that names the file (or
@@ -325,7 +326,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         # compact only
         "width": Number(low=4, high=256, integer=True),
         "dropout": Number(low=0, high=1, high_open=True),
-        # every arch
+        # every arch (tfeat has only these)
         "input_norm": Choice(tuple(INPUT_NORMS)),
         "l2_normalize": Bool(),
         "region_scale": Number(low=0, low_open=True, optional=True),
