@@ -1,8 +1,8 @@
 """Descriptor throughput: naive eager DeepDescNet vs describe() vs the fast path vs onnxruntime, and the
-compact network (arch "compact") next to them.
+compact network (arch "compact") and TFeat (arch "tfeat") next to them.
 
 Usage: ``.venv/bin/python bench/bench_describe.py [--patches 512] [--repeats 5] [--threads N]
-[--device cpu|cuda] [--accuracy] [--compact-widths 16,32]``
+[--device cpu|cuda] [--accuracy] [--compact-widths 16,32] [--tfeat]``
 
 All variants run in one process on the same random 0..255 patches, interleaved round by round
 (so load from other processes hits them alike); the median patches/s over the rounds and the
@@ -11,7 +11,7 @@ c2 is the fast path without its worker threads (chunks in turn, ops on torch's O
 Model: the original split4 weights from the shared folder, else a randomly initialised net.
 ``--compact-widths`` (default 16): compact nets of these widths (random weights: the cost does not depend
 on them), timed eager and through the fast path (BN folded) in the same rounds; their speed relative to
-CNN3's fast fp32 path is printed at the end.
+CNN3's fast fp32 path is printed at the end; ``--tfeat`` adds the TFeat network the same way.
 ``--accuracy`` also reports, per precision, the max abs descriptor difference and the nearest-
 neighbour precision@1 on corresponding patches of the Oxford sequences (img1 -> img2, crops
 around SIFT keypoints of img1 and their ground-truth projections).
@@ -30,9 +30,11 @@ import torch
 from _common import cpu_model, interleaved_times
 
 from deepdesc.features.describe import describe
+from deepdesc.nn.base import DescriptorNet
 from deepdesc.nn.cnn3 import DeepDescNet
 from deepdesc.nn.compact import CompactNet
 from deepdesc.nn.fast import FastDescriber
+from deepdesc.nn.tfeat import TFeatNet
 from deepdesc.utils import shared_dir
 
 SPLIT4 = "CNN3_p8_n8_split4_073000.t7"
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true", help="also measure descriptor differences and precision@1")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--compact-widths", default="16", help="comma-separated compact net widths ('' for none)")
+    parser.add_argument("--tfeat", action="store_true", help="also time the TFeat network")
     args = parser.parse_args()
     widths = [int(w) for w in args.compact_widths.split(",") if w.strip()]
     if args.threads:
@@ -150,23 +153,28 @@ def main() -> None:
     if not cuda:  # the same chunks run one after the other, each op on torch's OpenMP threads
         omp = FastDescriber(model, "fp32", workers=1)
         timed["c2) fast fp32 1 worker"] = lambda: omp(x)
-    compact_fast: dict[int, str] = {}
-    for width in widths:
+    others: dict[str, Callable[[], DescriptorNet]] = {
+        f"compact{w}": (lambda w=w: CompactNet({"width": w})) for w in widths
+    }
+    if args.tfeat:
+        others["tfeat"] = TFeatNet
+    other_fast: dict[str, str] = {}
+    for label, build in others.items():
         torch.manual_seed(0)
-        net = CompactNet({"width": width}).to(device).eval()
+        net = build().to(device).eval()
         print(
-            f"compact w{width}: {sum(q.numel() for q in net.parameters()) / 1e6:.2f} M parameters, "
+            f"{label}: {sum(q.numel() for q in net.parameters()) / 1e6:.2f} M parameters, "
             f"{net.num_flops() / 1e6:.1f} MFLOP/patch (CNN3: {model.num_flops() / 1e6:.1f})"
         )
 
-        def eager(net: CompactNet = net) -> torch.Tensor:
+        def eager(net: DescriptorNet = net) -> torch.Tensor:
             with torch.inference_mode():
                 return net(x)
 
         fast = FastDescriber(net, "fp32")
-        timed[f"f) compact{width} eager"] = eager
-        compact_fast[width] = f"g) compact{width} fast fp32"
-        timed[compact_fast[width]] = lambda f=fast: f(x)
+        timed[f"f) {label} eager"] = eager
+        other_fast[label] = f"g) {label} fast fp32"
+        timed[other_fast[label]] = lambda f=fast: f(x)
     tmp = tempfile.TemporaryDirectory()
     if not args.no_onnx and not cuda:
         try:
@@ -193,10 +201,10 @@ def main() -> None:
     for name, ts in times.items():
         rate = args.patches / statistics.median(ts)
         print(f"{name:24s}{rate:11.0f}{rate / base:8.2f}   ({args.patches / min(ts):.0f})")
-    if compact_fast:
+    if other_fast:
         cnn3 = statistics.median(times["c) fast fp32"])
-        ratios = ", ".join(f"w{w} x{cnn3 / statistics.median(times[name]):.2f}" for w, name in compact_fast.items())
-        print(f"\ncompact fast fp32 vs CNN3 fast fp32 (patches/s ratio, median): {ratios}")
+        ratios = ", ".join(f"{k} x{cnn3 / statistics.median(times[name]):.2f}" for k, name in other_fast.items())
+        print(f"\nfast fp32 vs CNN3 fast fp32 (patches/s ratio, median): {ratios}")
     if args.accuracy:
         accuracy_report(model, variants)
     tmp.cleanup()
