@@ -15,7 +15,13 @@ import pytest
 import torch
 
 from deepdesc.train import CheckpointError, Trainer, load_config
-from deepdesc.train.losses import hardest_in_batch_triplet_loss, hinge_embedding_loss, mined_hinge_loss, top_fraction
+from deepdesc.train.losses import (
+    global_orthogonal_regularization,
+    hardest_in_batch_triplet_loss,
+    hinge_embedding_loss,
+    mined_hinge_loss,
+    top_fraction,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +95,41 @@ def test_hardest_in_batch_triplet_hand_computed():
     expected = (max(0, 1 + 1 - d01) + max(0, 1 + 0.5 - d01)) / 2
     assert loss.item() == pytest.approx(expected, abs=1e-4)
     assert stats["pos_dist"] == pytest.approx(0.75, abs=1e-4)
+
+
+def test_global_orthogonal_regularization_hand_computed_and_zero_when_spread():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.0], [-0.8, 0.6]])
+    s = (a @ p.T).numpy()
+    off = s[~np.eye(3, dtype=bool)].astype(np.float64)
+    expected = off.mean() ** 2 + max(0.0, (off**2).mean() - 1 / 2)
+    assert global_orthogonal_regularization(a, p).item() == pytest.approx(expected, abs=1e-6)
+    # orthonormal non-matching pairs (s = 0): first moment 0, second moment 0 < 1/D -> no penalty
+    eye = torch.eye(4)
+    assert global_orthogonal_regularization(eye, eye).item() == pytest.approx(0.0, abs=1e-7)
+    # every descriptor at one point: the largest penalty, 1 + (1 - 1/D)
+    same = torch.ones(5, 4) / 2
+    assert global_orthogonal_regularization(same, same).item() == pytest.approx(1 + 1 - 1 / 4, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        global_orthogonal_regularization(a[:1], p[:1])
+
+
+def test_gor_weight_adds_the_regulariser_to_the_triplet_loss(tmp_path):
+    conf = _tiny_conf(tmp_path)
+    with_gor = load_config(None, {**conf, "loss": {**conf["loss"], "gor_weight": 2.0}})
+    torch.manual_seed(0)
+    a, p = torch.rand(8, 1, 64, 64) * 255, torch.rand(8, 1, 64, 64) * 255
+    plain, gor = Trainer(conf), Trainer(with_gor)
+    gor.net.load_state_dict(plain.net.state_dict())
+    plain.net.eval(), gor.net.eval()
+    base, _ = plain.loss(a, p, 0)
+    total, _ = gor.loss(a, p, 0)
+    da, dp = plain.net(torch.cat([a, p])).chunk(2)
+    assert total.item() == pytest.approx(base.item() + 2.0 * global_orthogonal_regularization(da, dp).item(), abs=1e-5)
+    with pytest.raises(ValueError, match=r"loss.gor_weight = -1"):
+        load_config(None, {"preset": "hardnet", "loss": {"gor_weight": -1}})
+    with pytest.raises(ValueError, match=r"gor_weight"):
+        load_config(None, {"preset": "paper", "loss": {"gor_weight": 1.0}})
 
 
 def _tiny_conf(tmp_path, **run):

@@ -99,7 +99,7 @@ PAPER: dict[str, Any] = {
 # descriptors, per-patch normalised input; learns much faster than the hinge loss.
 HARDNET: dict[str, Any] = copy.deepcopy(PAPER)
 HARDNET["model"] = {"input_norm": "patch", "l2_normalize": True}
-HARDNET["loss"] = {"kind": "triplet", "margin": 1.0}
+HARDNET["loss"] = {"kind": "triplet", "margin": 1.0, "gor_weight": 0.0}  # gor: spread-out regulariser weight
 HARDNET["optim"] = {"kind": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lr_step": 0, "lr_gamma": 0.1}
 HARDNET["data"]["batch_size"] = 256
 HARDNET["run"]["out_dir"] = "runs/hardnet"
@@ -338,6 +338,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "positive_mining": _POSITIVE_INT,
         "negative_mining": _POSITIVE_INT,
         "negatives_per_pair": _POSITIVE_INT,
+        "gor_weight": Number(low=0, high=100),
     },
     "optim": {
         "kind": Choice(("sgd", "adam")),

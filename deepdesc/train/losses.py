@@ -128,3 +128,20 @@ def hardest_in_batch_triplet_loss(
             raise ValueError("hardest_in_batch_triplet_loss needs at least one valid pair per batch")
         terms, pos, neg = terms[valid], pos[valid], neg[valid]
     return terms.mean(), {"pos_dist": float(pos.detach().mean()), "neg_dist": float(neg.detach().mean())}
+
+
+def global_orthogonal_regularization(anchors: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Spread-out regulariser (Zhang et al., ICCV 2017, "Learning Spread-out Local Feature Descriptors").
+
+    ``anchors``, ``positives``: (B, D) unit-norm descriptors where only ``(anchors[i], positives[i])`` may
+    correspond. With ``s`` the dot products of the off-diagonal (non-matching) pairs, returns
+    ``mean(s) ** 2 + relu(mean(s ** 2) - 1 / D)``, a scalar: zero when they are spread like independent
+    uniform points on the sphere (mean 0, second moment 1/D), as far apart as matching allows.
+    """
+    b, dim = anchors.shape
+    if b < 2:
+        raise ValueError("global_orthogonal_regularization needs at least 2 pairs per batch")
+    sims = anchors @ positives.T
+    off = ~torch.eye(b, dtype=torch.bool, device=sims.device)
+    s = sims[off]
+    return s.mean() ** 2 + torch.relu((s * s).mean() - 1.0 / dim)

@@ -31,7 +31,13 @@ from ..nn.base import DescriptorNet
 from ..utils import atomic_path, logger, resolve_device
 from .checkpoint import build_model, check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import load_config
-from .losses import hardest_in_batch_triplet_loss, hinge_loss_on, mined_hinge_loss, select_hardest_pairs
+from .losses import (
+    global_orthogonal_regularization,
+    hardest_in_batch_triplet_loss,
+    hinge_loss_on,
+    mined_hinge_loss,
+    select_hardest_pairs,
+)
 from .sources import build_sources, validation_pairs
 from .synthetic import PairBatches
 
@@ -125,7 +131,10 @@ class Trainer:
         lc = self.conf["loss"]
         if lc["kind"] == "triplet":
             da, dp = self.net(torch.cat([a, p])).chunk(2)
-            return hardest_in_batch_triplet_loss(da, dp, margin=lc["margin"], valid=valid)
+            loss, stats = hardest_in_batch_triplet_loss(da, dp, margin=lc["margin"], valid=valid)
+            if lc.get("gor_weight", 0.0) > 0:
+                loss = loss + lc["gor_weight"] * global_orthogonal_regularization(da, dp)
+            return loss, stats
         if valid is not None and not bool(valid.all()):  # the paper's loss has no distractor term
             a, p = a[valid], p[valid]
         if lc["kind"] != "hinge":
