@@ -186,7 +186,24 @@ class PreparedNet(torch.nn.Module):
         return x
 
 
-class PreparedCompactNet(torch.nn.Module):
+class _UniformPrecisionNet(torch.nn.Module):
+    """What :class:`PreparedCompactNet` and :class:`PreparedTFeatNet` share: the network's conf, the compute
+    ``dtype`` (all layers), the ``inplace`` / ``channels_last`` flags and the float32 input maps."""
+
+    def _setup(
+        self, model: DescriptorNet, device: torch.device | str | None, dtype: torch.dtype, inplace: bool, cl: bool
+    ) -> tuple[torch.device, torch.memory_format]:
+        """Sets those attributes and buffers; returns the device and the weights' memory format."""
+        device = torch.device(device) if device is not None else model.device
+        self.conf = dict(model.conf)
+        self.dtype, self.inplace, self.channels_last = dtype, inplace, cl
+        with torch.no_grad():
+            self.register_buffer("mean", model.mean.detach().to(device, torch.float32).clone())
+            self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float().to(device))
+        return device, (_CL if cl else torch.contiguous_format)
+
+
+class PreparedCompactNet(_UniformPrecisionNet):
     """CompactNet's eval-mode arithmetic, prepared once. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
 
     Each BatchNorm is folded into the convolution before it (:func:`~deepdesc.nn.layers.fold_batch_norm`,
@@ -205,14 +222,9 @@ class PreparedCompactNet(torch.nn.Module):
         channels_last: bool = False,
     ):
         super().__init__()
-        device = torch.device(device) if device is not None else model.device
-        self.conf = dict(model.conf)
-        self.dtype, self.inplace, self.channels_last = dtype, inplace, channels_last
-        layout = _CL if channels_last else torch.contiguous_format
+        device, layout = self._setup(model, device, dtype, inplace, channels_last)
         self.geometry: list[tuple[int, int]] = []  # (stride, padding) of each convolution
         with torch.no_grad():
-            self.register_buffer("mean", model.mean.detach().to(device, torch.float32).clone())
-            self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float().to(device))
             for i, (conv, bn) in enumerate(model.layers()):
                 weight, bias = fold_batch_norm(conv.weight, conv.bias, bn)
                 self.register_buffer(f"weight{i}", weight.to(device, dtype).contiguous(memory_format=layout))
@@ -236,7 +248,7 @@ class PreparedCompactNet(torch.nn.Module):
         return x
 
 
-class PreparedTFeatNet(torch.nn.Module):
+class PreparedTFeatNet(_UniformPrecisionNet):
     """TFeatNet's arithmetic, prepared once. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
 
     The same layers as ``TFeatNet.forward``, with the first max pooling before its tanh (tanh is
@@ -256,13 +268,8 @@ class PreparedTFeatNet(torch.nn.Module):
         channels_last: bool = False,
     ):
         super().__init__()
-        device = torch.device(device) if device is not None else model.device
-        self.conf = dict(model.conf)
-        self.dtype, self.inplace, self.channels_last = dtype, inplace, channels_last
-        layout = _CL if channels_last else torch.contiguous_format
+        device, layout = self._setup(model, device, dtype, inplace, channels_last)
         with torch.no_grad():
-            self.register_buffer("mean", model.mean.detach().to(device, torch.float32).clone())
-            self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float().to(device))
             for i, conv in enumerate((model.conv1, model.conv2)):
                 weight = conv.weight.detach().to(device, dtype).contiguous(memory_format=layout)
                 self.register_buffer(f"weight{i}", weight)
