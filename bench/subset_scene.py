@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from deepdesc.io.colmap import import_pycolmap
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,8 +48,7 @@ def main() -> None:
 
 
 def subset_colmap(image_dir: Path, dst: Path, model_dir: Path, every: int, offset: int) -> None:
-    import pycolmap
-
+    pycolmap = import_pycolmap("bench/subset_scene.py --colmap")
     rec = pycolmap.Reconstruction(str(model_dir))
     by_name = sorted((rec.images[i].name, i) for i in rec.reg_image_ids())
     chosen = {name for name, _ in by_name[offset::every]}

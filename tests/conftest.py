@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from deepdesc.nn.base import DescriptorNet
 from deepdesc.utils import shared_dir
 
 ORIGINAL_MODELS = {
@@ -44,3 +45,13 @@ def split4_model(t7_paths):
     from deepdesc.hub.weights import load_t7
 
     return load_t7(t7_paths["split4"])
+
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """Fail the test if a network of any arch is constructed (a loader must reject the file first)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network was built for a file that should have been rejected")
+
+    monkeypatch.setattr(DescriptorNet, "__init__", refuse)  # every arch's constructor starts there

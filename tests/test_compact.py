@@ -256,15 +256,6 @@ def compact_bytes(tmp_path_factory, compact) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture
-def no_build(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network was built for a file that should have been rejected")
-
-    monkeypatch.setattr(weights, "CompactNet", refuse)
-    monkeypatch.setattr(weights, "DeepDescNet", refuse)
-
-
 def _edit(data: bytes, config=None, metadata=None, entries=None) -> bytes:
     header, body = _split(data)
     conf = json.loads(header["__metadata__"]["config"])

@@ -275,15 +275,6 @@ def tfeat_bytes(tmp_path_factory, tfeat) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture
-def no_build(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network was built for a file that should have been rejected")
-
-    for name in ("TFeatNet", "CompactNet", "DeepDescNet"):
-        monkeypatch.setattr(weights, name, refuse)
-
-
 def _rejected(path, *fragments) -> str:
     with pytest.raises(ModelFormatError) as info:
         load_safetensors(path)

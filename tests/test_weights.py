@@ -50,16 +50,6 @@ def default_bytes(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture
-def no_build(monkeypatch):
-    """Fail the test if the loader constructs a network (it must reject the file first)."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("DeepDescNet was built for a file that should have been rejected")
-
-    monkeypatch.setattr(weights, "DeepDescNet", refuse)
-
-
 def _with_config(data: bytes, **changes) -> bytes:
     header, body = _split(data)
     conf = json.loads(header["__metadata__"]["config"])

@@ -25,10 +25,10 @@ import torch
 from ..errors import ModelFormatError, T7FormatError
 from ..nn.base import PATCH_SIZE, DescriptorNet
 from ..nn.cnn3 import DeepDescNet
-from ..nn.compact import CompactNet, conv_layout
+from ..nn.compact import conv_layout
 from ..nn.factory import ARCHS, DEFAULT_ARCH
 from ..nn.layers import INPUT_NORMS
-from ..nn.tfeat import TFeatNet, tfeat_shapes
+from ..nn.tfeat import tfeat_shapes
 from ..utils import atomic_path
 from .t7 import TorchObject, read_t7
 
@@ -511,8 +511,7 @@ def load_safetensors(path: str | os.PathLike) -> DescriptorNet:
         if name.endswith(("running_var", _COUNTER)) and not (tensors[name] >= 0).all():
             raise h.fail(f"tensor '{name}' has negative values; expected values >= 0")
     try:
-        family = {"compact": CompactNet, "tfeat": TFeatNet}.get(conf["arch"], DeepDescNet)
-        model = family(conf)
+        model = ARCHS[conf["arch"]](conf)
         model.load_state_dict(tensors)
     except (ValueError, RuntimeError) as exc:  # not expected after the checks above
         raise h.fail(f"cannot build the model its metadata describes ({exc})") from None

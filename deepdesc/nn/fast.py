@@ -202,6 +202,14 @@ class _UniformPrecisionNet(torch.nn.Module):
             self.register_buffer("inv_std", (1.0 / model.std.detach().double()).float().to(device))
         return device, (_CL if cl else torch.contiguous_format)
 
+    def _pooled_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 64, 64) raw intensities -> the normalised, 2x2-average-pooled (B, 1, 32, 32) input in
+        ``dtype`` (NHWC strides with ``channels_last``)."""
+        x = F.avg_pool2d(normalize_patches(x.float(), self.conf["input_norm"], self.mean, self.inv_std), 2)
+        if self.channels_last:  # NHWC strides for one channel (see PreparedNet.forward)
+            x = x.reshape(x.shape[0], POOLED_SIZE, POOLED_SIZE, 1).permute(0, 3, 1, 2)
+        return x.to(self.dtype)
+
 
 class PreparedCompactNet(_UniformPrecisionNet):
     """CompactNet's eval-mode arithmetic, prepared once. (B, 1, 64, 64) 0..255 -> (B, 128) float32.
@@ -232,11 +240,7 @@ class PreparedCompactNet(_UniformPrecisionNet):
                 self.geometry.append((conv.stride[0], conv.padding[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalize_patches(x.float(), self.conf["input_norm"], self.mean, self.inv_std)
-        x = F.avg_pool2d(x, 2)
-        if self.channels_last:  # NHWC strides for one channel (see PreparedNet.forward)
-            x = x.reshape(x.shape[0], POOLED_SIZE, POOLED_SIZE, 1).permute(0, 3, 1, 2)
-        x = x.to(self.dtype)
+        x = self._pooled_input(x)
         last = len(self.geometry) - 1
         for i, (stride, padding) in enumerate(self.geometry):
             x = F.conv2d(x, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"), stride, padding)
@@ -285,11 +289,7 @@ class PreparedTFeatNet(_UniformPrecisionNet):
         return x.tanh_() if self.inplace else torch.tanh(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalize_patches(x.float(), self.conf["input_norm"], self.mean, self.inv_std)
-        x = F.avg_pool2d(x, 2)
-        if self.channels_last:  # NHWC strides for one channel (see PreparedNet.forward)
-            x = x.reshape(x.shape[0], POOLED_SIZE, POOLED_SIZE, 1).permute(0, 3, 1, 2)
-        x = x.to(self.dtype)
+        x = self._pooled_input(x)
         x = self._tanh(F.max_pool2d(F.conv2d(x, self.weight0, self.bias0), 2))  # (B, 32, 13, 13)
         x = self._tanh(F.conv2d(x, self.weight1, self.bias1))  # (B, 64, 8, 8)
         # (B, 4096) in the order fc_weight expects: a view of NHWC maps when channels_last

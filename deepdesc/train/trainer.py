@@ -382,10 +382,11 @@ def train(config: str | os.PathLike | None = None, resume: bool = False, overrid
     """Train from a TOML/YAML config file and/or ``overrides`` (see :func:`~deepdesc.train.config.load_config`);
     returns a summary dict (``step``, ``best``, ``last_fpr95``, ``interrupted``, ...)."""
     conf = load_config(config, overrides)
+    owns_group = dist.is_available() and not dist.is_initialized()  # the Trainer creates it under torchrun
     try:
         return Trainer(conf).run(resume=resume)
     finally:
         # Tear the process group down before interpreter exit: left to the atexit order, gloo's threads can
         # abort a finished process ("terminate called without an active exception"), failing a good run.
-        if dist.is_available() and dist.is_initialized():
+        if owns_group and dist.is_initialized():
             dist.destroy_process_group()
