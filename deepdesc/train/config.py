@@ -81,6 +81,7 @@ PAPER: dict[str, Any] = {
         "blur_sigma": None,
         "augment": {},  # overrides of deepdesc.train.synthetic.Augment fields, e.g. {blur_sigma = [0.0, 3.0]}
         "distractor_fraction": 0.0,  # multiview:DIR sources: share of rows that are distractors (negatives only)
+        "multiview_batching": "random",  # multiview:DIR training rows: "random" tracks, or "view_pair" (one per batch)
     },
     "run": {
         "steps": 20000,
@@ -358,6 +359,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "blur_sigma": Number(low=0, optional=True),
         "augment": None,  # a table: SCHEMA["data.augment"]
         "distractor_fraction": Number(low=0, high=0.9),  # multiview sources: share of distractor rows
+        "multiview_batching": Choice(("random", "view_pair")),
     },
     "data.augment": _augment_schema(),
     "run": {

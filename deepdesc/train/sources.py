@@ -22,7 +22,7 @@ import torch
 from ..datasets.phototour import PhotoTour, decode_sheet
 from ..features.image import read_image
 from ..utils import shared_dir
-from .synthetic import Augment, ImagePairs, PairBatches, PhotoTourPairs, SheetPairs
+from .synthetic import Augment, ImagePairs, PairBatches, PhotoTourPairs, SheetPairs, ViewPairPairs
 
 __all__ = ["PHOTOTOUR_SPLITS", "build_sources", "make_augment", "validation_pairs"]
 
@@ -118,13 +118,19 @@ def _phototour_source(root: str, split: str) -> PhotoTourPairs:
     return PhotoTourPairs(data.patches, data.point_ids, chosen)
 
 
-def _multiview_source(root: str, split: str, distractor_fraction: float) -> PhotoTourPairs:
+def _multiview_source(
+    root: str, split: str, distractor_fraction: float, batching: str = "random"
+) -> PhotoTourPairs | ViewPairPairs:
     """``deepdesc make-patches`` output: ``ROOT`` (training views) or ``ROOT/val`` (validation views), with its
-    single-view detections as distractor rows (``data.distractor_fraction`` of each batch from this source)."""
+    single-view detections as distractor rows (``data.distractor_fraction`` of each batch from this source).
+    ``batching = "view_pair"`` draws each training batch's rows from one pair of views (:class:`ViewPairPairs`);
+    validation pairs are always drawn at random, so validation scores stay comparable across settings."""
     folder = Path(root) if split == "train" else Path(root) / "val"
     data = PhotoTour(folder)
     if data.point_ids is None:
         raise ValueError(f"{folder}: a multiview source needs info.txt (deepdesc make-patches writes it)")
+    if batching == "view_pair" and split == "train":
+        return ViewPairPairs(data.patches, data.point_ids, data.image_ids, distractor_fraction=distractor_fraction)
     return PhotoTourPairs(data.patches, data.point_ids, distractor_fraction=distractor_fraction)
 
 
@@ -171,7 +177,8 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
         elif name.startswith("phototour:"):
             sources.append(_phototour_source(name.partition(":")[2], split))
         elif name.startswith("multiview:"):
-            sources.append(_multiview_source(name.partition(":")[2], split, data.get("distractor_fraction", 0.0)))
+            fraction, batching = data.get("distractor_fraction", 0.0), data.get("multiview_batching", "random")
+            sources.append(_multiview_source(name.partition(":")[2], split, fraction, batching))
         elif name.startswith("synthetic-noise"):
             sources.append(SheetPairs(_noise_patches(64, seed=0 if split == "train" else 1)))
         else:

@@ -25,7 +25,7 @@ import torch
 from ..features.keypoints import detect_keypoints, transform_keypoints
 from ..features.patches import extract_patches
 
-__all__ = ["Augment", "SheetPairs", "ImagePairs", "PhotoTourPairs", "PairBatches", "photometric"]
+__all__ = ["Augment", "SheetPairs", "ImagePairs", "PhotoTourPairs", "ViewPairPairs", "PairBatches", "photometric"]
 
 
 @dataclass
@@ -238,6 +238,76 @@ class PhotoTourPairs:
             valid[:2] = True
         invalid = np.flatnonzero(~valid)
         a[invalid] = self.distractors[rng.integers(0, len(self.distractors), len(invalid))]
+        return np.asarray(self.patches[a]), np.asarray(self.patches[p]), valid
+
+
+class ViewPairPairs:
+    """Multi-view pairs whose rows, per call, all come from **one pair of views**, as keypoints do at matching.
+
+    ``patches`` (N, 64, 64) uint8, ``point_ids`` (N,) and ``view_ids`` (N,): the 3D point and view of each patch
+    (``info.txt`` of ``deepdesc make-patches``). Each call picks a view pair ``(v, w)`` with probability
+    proportional to the points the two views share (among pairs sharing at least the rows asked for) and
+    returns patches of shared points in ``v`` (anchors) and ``w`` (positives), so every negative of a row is
+    another keypoint of the same two images. With ``distractor_fraction``, that share of the rows have a
+    single-view detection of ``v`` as anchor (``valid = False``): a keypoint of image ``v`` without a counterpart
+    in ``w``, which must stay farther from each positive than its true anchor.
+    """
+
+    def __init__(
+        self,
+        patches: np.ndarray,
+        point_ids: np.ndarray,
+        view_ids: np.ndarray,
+        distractor_fraction: float = 0.0,
+    ):
+        point_ids, view_ids = np.asarray(point_ids), np.asarray(view_ids)
+        if point_ids.shape != view_ids.shape or point_ids.ndim != 1:
+            raise ValueError(f"point_ids and view_ids must be (N,) arrays, got {point_ids.shape} and {view_ids.shape}")
+        self.patches = patches
+        order = np.lexsort((view_ids, point_ids))
+        ids = point_ids[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        counts = np.diff(np.r_[starts, len(ids)])
+        shared: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for start, count in zip(starts[counts >= 2], counts[counts >= 2]):
+            members = order[start : start + count]
+            for i in range(count):
+                for j in range(i + 1, count):
+                    key = (int(view_ids[members[i]]), int(view_ids[members[j]]))
+                    if key[0] != key[1]:
+                        shared.setdefault(key, []).append((int(members[i]), int(members[j])))
+        kept = sorted(k for k, v in shared.items() if len(v) >= 2)
+        if not kept:
+            raise ValueError("ViewPairPairs needs a pair of views sharing at least 2 points")
+        self.view_pairs = kept
+        self.rows = [np.asarray(shared[k], dtype=np.int64) for k in kept]
+        self.sizes = np.array([len(r) for r in self.rows], dtype=np.float64)
+        single = order[starts[counts == 1]]
+        self.distractors = {int(v): single[view_ids[single] == v] for v in np.unique(view_ids[single])}
+        self.distractor_fraction = float(distractor_fraction) if len(single) else 0.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+        """``n`` rows from one view pair (its direction random): anchors, positives and ``valid`` (n,) bool."""
+        weights = np.where(self.sizes >= n, self.sizes, 0.0)
+        if not weights.any():
+            raise ValueError(
+                f"ViewPairPairs: no pair of views shares {n} points (at most {int(self.sizes.max())}); "
+                "use a smaller data.batch_size or a smaller weight for this source"
+            )
+        k = int(rng.choice(len(self.rows), p=weights / weights.sum()))
+        rows = self.rows[k]
+        chosen = rows[rng.choice(len(rows), size=n, replace=False)]  # distinct points: no false negatives
+        flip = bool(rng.integers(0, 2))
+        a, p = (chosen[:, 1], chosen[:, 0]) if flip else (chosen[:, 0], chosen[:, 1])
+        a = a.copy()
+        valid = np.ones(n, bool)
+        pool = self.distractors.get(self.view_pairs[k][1 if flip else 0], np.empty(0, np.int64))
+        if self.distractor_fraction and len(pool):
+            valid = rng.random(n) >= self.distractor_fraction
+            if valid.sum() < 2:
+                valid[:2] = True
+            invalid = np.flatnonzero(~valid)
+            a[invalid] = pool[rng.choice(len(pool), size=len(invalid), replace=len(pool) < len(invalid))]
         return np.asarray(self.patches[a]), np.asarray(self.patches[p]), valid
 
 
