@@ -663,3 +663,101 @@ def test_multiview_source_trains_with_distractor_rows(tmp_path):
     assert summary["step"] == 2
     with pytest.raises(ValueError, match=r"data.distractor_fraction = 0.95"):
         load_config(None, {"preset": "hardnet", "data": {"distractor_fraction": 0.95}})
+
+
+def _view_pair_scene(n_views: int = 4, n_tracks: int = 60, n_single: int = 20, seed: int = 0):
+    """Patches of tracks seen in random subsets (>= 2) of ``n_views`` views, plus single-view detections; each
+    patch is unique, so a sampled patch can be traced back to its index."""
+    rng = np.random.default_rng(seed)
+    point_ids, view_ids = [], []
+    for t in range(n_tracks):
+        views = rng.choice(n_views, size=int(rng.integers(2, n_views + 1)), replace=False)
+        point_ids += [t] * len(views)
+        view_ids += list(views)
+    for k in range(n_single):
+        point_ids.append(n_tracks + k)
+        view_ids.append(k % n_views)
+    n = len(point_ids)
+    patches = np.zeros((n, 64, 64), np.uint8)
+    patches.reshape(n, -1)[:, :2] = np.stack([np.arange(n) // 256, np.arange(n) % 256], 1)
+    return patches, np.array(point_ids), np.array(view_ids)
+
+
+def test_view_pair_batches_come_from_one_pair_of_views():
+    from deepdesc.train.synthetic import ViewPairPairs
+
+    patches, ids, views = _view_pair_scene()
+    source = ViewPairPairs(patches, ids, views, distractor_fraction=0.3)
+    single = {int(i) for i, c in zip(*np.unique(ids, return_counts=True)) if c == 1}
+    seen_pairs = set()
+    for seed in range(30):
+        a, p, valid = source.sample(np.random.default_rng(seed), 12)
+        ia = a.reshape(12, -1)[:, 0].astype(int) * 256 + a.reshape(12, -1)[:, 1]
+        ip = p.reshape(12, -1)[:, 0].astype(int) * 256 + p.reshape(12, -1)[:, 1]
+        assert len(set(views[ia])) == 1 and len(set(views[ip])) == 1  # one view for anchors, one for positives
+        assert views[ia][0] != views[ip][0]
+        seen_pairs.add(frozenset((int(views[ia][0]), int(views[ip][0]))))
+        assert (ids[ia][valid] == ids[ip][valid]).all()  # real rows: one track in both views
+        assert set(ids[ia][~valid].tolist()) <= single  # distractor rows: detections without a counterpart
+        assert len(set(ids[ip].tolist())) == 12  # distinct tracks: no row is another's false negative
+        assert valid.sum() >= 2
+    assert len(seen_pairs) > 1  # the pair of views changes from batch to batch
+    # the draw follows the shared-track counts: a pair is only drawn if it shares the rows asked for
+    big = int(source.sizes.max())
+    with pytest.raises(ValueError, match=f"no pair of views shares {big + 1} points"):
+        source.sample(np.random.default_rng(0), big + 1)
+    with pytest.raises(ValueError, match="must be \\(N,\\) arrays"):
+        ViewPairPairs(patches, ids, views[:-1])
+
+
+def test_view_pair_draw_is_proportional_to_shared_tracks():
+    from deepdesc.train.synthetic import ViewPairPairs
+
+    # views 0-1 share 30 tracks, views 1-2 share 10: with 4 rows asked, pair (0, 1) is drawn 3x as often
+    ids = np.r_[np.repeat(np.arange(30), 2), np.repeat(np.arange(30, 40), 2)]
+    views = np.r_[np.tile([0, 1], 30), np.tile([1, 2], 10)]
+    patches = np.zeros((len(ids), 64, 64), np.uint8)
+    patches[:, 0, 0] = views  # the patch records its view
+    source = ViewPairPairs(patches, ids, views)
+    assert source.view_pairs == [(0, 1), (1, 2)]
+    draws = [source.sample(np.random.default_rng(s), 4) for s in range(2000)]
+    pairs = [frozenset(a[:, 0, 0].tolist() + p[:, 0, 0].tolist()) for a, p, _ in draws]
+    assert set(pairs) == {frozenset((0, 1)), frozenset((1, 2))}
+    assert abs(np.mean([x == frozenset((0, 1)) for x in pairs]) - 0.75) < 0.04
+    # asked for more rows than views 1-2 share, only views 0-1 can serve the batch
+    assert all(set(source.sample(np.random.default_rng(s), 20)[0][:, 0, 0].tolist()) <= {0, 1} for s in range(20))
+
+
+def test_multiview_batching_config(tmp_path):
+    """data.multiview_batching = "view_pair" trains on view-pair batches; validation pairs stay random."""
+    from deepdesc.datasets.phototour import write_phototour
+    from deepdesc.train.sources import build_sources
+    from deepdesc.train.synthetic import PhotoTourPairs, ViewPairPairs
+
+    from .make_fake_data import related_patches
+
+    root = tmp_path / "mv"
+    for folder, seed in ((root, 0), (root / "val", 1)):
+        patches, ids, views = _view_pair_scene(n_tracks=80, seed=seed)
+        write_phototour(folder, related_patches(len(ids), 1, seed), ids, views)
+    conf = load_config(
+        None,
+        {
+            "preset": "hardnet",
+            "data": {
+                "sources": [f"multiview:{root}", "synthetic-noise"],
+                "weights": [0.5, 0.5],
+                "distractor_fraction": 0.2,
+                "multiview_batching": "view_pair",
+                "batch_size": 16,
+                "val_pairs": 32,
+                "num_workers": 0,
+            },
+            "run": {"steps": 2, "val_every": 2, "ckpt_every": 2, "out_dir": str(tmp_path / "run"), "device": "cpu"},
+        },
+    )
+    assert isinstance(build_sources(conf, "train")[0][0], ViewPairPairs)
+    assert isinstance(build_sources(conf, "val")[0][0], PhotoTourPairs)
+    assert Trainer(conf).run(progress=False)["step"] == 2
+    with pytest.raises(ValueError, match=r"data.multiview_batching = 'image'"):
+        load_config(None, {"preset": "hardnet", "data": {"multiview_batching": "image"}})
