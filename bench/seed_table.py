@@ -35,6 +35,11 @@ def per_pair(rows: list[dict], matcher: str, metric: str) -> dict[str, dict[tupl
     return out
 
 
+def _spread(values: list[float], fmt: str) -> str:
+    """Sample standard deviation, or "-" for a single replicate."""
+    return fmt.format(statistics.stdev(values)) if len(values) > 1 else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path)
@@ -53,7 +58,7 @@ def main() -> None:
         table = per_pair(scenes["rows"], matcher, metric)
         means = [statistics.fmean(table[m].values()) for m in reps]
         cells = [label, *(fmt.format(v) for v in means)]
-        cells.append(f"{fmt.format(statistics.fmean(means))} ± {fmt.format(statistics.stdev(means))}")
+        cells.append(f"{fmt.format(statistics.fmean(means))} ± {_spread(means, fmt)}")
         for anchor in anchors:
             diffs, won, tied, lost = [], 0, 0, 0
             for rep in reps:
@@ -73,7 +78,7 @@ def main() -> None:
         "| pose AUC@10, mutual NN | "
         + " | ".join(f"{v:.3f}" for v in auc[: len(reps)])
         + " | "
-        + f"{statistics.fmean(auc[: len(reps)]):.3f} ± {statistics.stdev(auc[: len(reps)]):.3f} | "
+        + f"{statistics.fmean(auc[: len(reps)]):.3f} ± {_spread(auc[: len(reps)], '{:.3f}')} | "
         + " | ".join(f"{a}: {v:.3f}" for a, v in zip(anchors, auc[len(reps) :]))
         + " |"
     )
