@@ -81,7 +81,7 @@ MODELS: dict[str, ModelInfo] = {
             filename="default.safetensors",
             trained_on="synthetic pairs + castle-P30 multi-view pairs (model card)",
             license="MIT",
-            description="deepdesc's own weights (v3, compact net), shipped in the package",
+            description="deepdesc's own weights (v3.1, compact net), shipped in the package",
         ),
     )
 }
