@@ -637,6 +637,14 @@ def test_phototour_pairs_sample_distractor_rows():
     assert len(plain) == 2
 
 
+def _multiview_conf(root: Path, out_dir: Path, **data) -> dict:
+    """A 2-step hardnet config training on ``multiview:root`` and synthetic noise; ``data`` adds [data] keys."""
+    run = {"steps": 2, "val_every": 2, "ckpt_every": 2, "out_dir": str(out_dir), "device": "cpu"}
+    sources = {"sources": [f"multiview:{root}", "synthetic-noise"], "weights": [0.5, 0.5]}
+    sizes = {"batch_size": 16, "val_pairs": 32, "num_workers": 0}
+    return load_config(None, {"preset": "hardnet", "data": {**sources, **sizes, **data}, "run": run})
+
+
 def test_multiview_source_trains_with_distractor_rows(tmp_path):
     """multiview:DIR reads make-patches output (DIR = training views, DIR/val = validation views)."""
     from .make_fake_data import make_phototour
@@ -644,21 +652,7 @@ def test_multiview_source_trains_with_distractor_rows(tmp_path):
     root = tmp_path / "mv"
     make_phototour(root, n_patches=120, patches_per_point=3, seed=0, learnable=True)
     make_phototour(root / "val", n_patches=60, patches_per_point=3, seed=1, learnable=True)
-    conf = load_config(
-        None,
-        {
-            "preset": "hardnet",
-            "data": {
-                "sources": [f"multiview:{root}", "synthetic-noise"],
-                "weights": [0.5, 0.5],
-                "distractor_fraction": 0.3,
-                "batch_size": 16,
-                "val_pairs": 32,
-                "num_workers": 0,
-            },
-            "run": {"steps": 2, "val_every": 2, "ckpt_every": 2, "out_dir": str(tmp_path / "run"), "device": "cpu"},
-        },
-    )
+    conf = _multiview_conf(root, tmp_path / "run", distractor_fraction=0.3)
     summary = Trainer(conf).run(progress=False)
     assert summary["step"] == 2
     with pytest.raises(ValueError, match=r"data.distractor_fraction = 0.95"):
@@ -740,22 +734,7 @@ def test_multiview_batching_config(tmp_path):
     for folder, seed in ((root, 0), (root / "val", 1)):
         patches, ids, views = _view_pair_scene(n_tracks=80, seed=seed)
         write_phototour(folder, related_patches(len(ids), 1, seed), ids, views)
-    conf = load_config(
-        None,
-        {
-            "preset": "hardnet",
-            "data": {
-                "sources": [f"multiview:{root}", "synthetic-noise"],
-                "weights": [0.5, 0.5],
-                "distractor_fraction": 0.2,
-                "multiview_batching": "view_pair",
-                "batch_size": 16,
-                "val_pairs": 32,
-                "num_workers": 0,
-            },
-            "run": {"steps": 2, "val_every": 2, "ckpt_every": 2, "out_dir": str(tmp_path / "run"), "device": "cpu"},
-        },
-    )
+    conf = _multiview_conf(root, tmp_path / "run", distractor_fraction=0.2, multiview_batching="view_pair")
     assert isinstance(build_sources(conf, "train")[0][0], ViewPairPairs)
     assert isinstance(build_sources(conf, "val")[0][0], PhotoTourPairs)
     assert Trainer(conf).run(progress=False)["step"] == 2

@@ -194,6 +194,21 @@ class ImagePairs:
         return np.clip(a, 0, 255).astype(np.uint8), np.clip(p, 0, 255).astype(np.uint8)
 
 
+def _runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of equal values in ``sorted_ids`` (N,)."""
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    return starts, np.diff(np.r_[starts, len(sorted_ids)])
+
+
+def _distractor_mask(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
+    """(n,) bool, False for about ``fraction`` of the rows (distractor rows), with at least 2 rows True: the
+    triplet loss needs two real pairs."""
+    valid = rng.random(n) >= fraction
+    if valid.sum() < 2:
+        valid[:2] = True
+    return valid
+
+
 class PhotoTourPairs:
     """Corresponding patches of the same 3D point from labelled PhotoTour data (the paper's training data).
 
@@ -211,8 +226,7 @@ class PhotoTourPairs:
         self.patches = patches
         order = np.argsort(point_ids, kind="stable")
         ids = point_ids[order]
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-        counts = np.diff(np.r_[starts, len(ids)])
+        starts, counts = _runs(ids)
         keep = counts >= 2
         selected = np.isin(ids[starts], np.asarray(points)) if points is not None else np.ones(len(starts), bool)
         keep &= selected
@@ -233,9 +247,7 @@ class PhotoTourPairs:
         p = self.order[self.starts[chosen] + second]
         if not self.distractor_fraction:
             return np.asarray(self.patches[a]), np.asarray(self.patches[p])
-        valid = rng.random(n) >= self.distractor_fraction
-        if valid.sum() < 2:
-            valid[:2] = True
+        valid = _distractor_mask(rng, n, self.distractor_fraction)
         invalid = np.flatnonzero(~valid)
         a[invalid] = self.distractors[rng.integers(0, len(self.distractors), len(invalid))]
         return np.asarray(self.patches[a]), np.asarray(self.patches[p]), valid
@@ -264,10 +276,8 @@ class ViewPairPairs:
         if point_ids.shape != view_ids.shape or point_ids.ndim != 1:
             raise ValueError(f"point_ids and view_ids must be (N,) arrays, got {point_ids.shape} and {view_ids.shape}")
         self.patches = patches
-        order = np.lexsort((view_ids, point_ids))
-        ids = point_ids[order]
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-        counts = np.diff(np.r_[starts, len(ids)])
+        order = np.lexsort((view_ids, point_ids))  # by point, then view: each key below has v < w
+        starts, counts = _runs(point_ids[order])
         shared: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for start, count in zip(starts[counts >= 2], counts[counts >= 2]):
             members = order[start : start + count]
@@ -299,13 +309,10 @@ class ViewPairPairs:
         chosen = rows[rng.choice(len(rows), size=n, replace=False)]  # distinct points: no false negatives
         flip = bool(rng.integers(0, 2))
         a, p = (chosen[:, 1], chosen[:, 0]) if flip else (chosen[:, 0], chosen[:, 1])
-        a = a.copy()
         valid = np.ones(n, bool)
         pool = self.distractors.get(self.view_pairs[k][1 if flip else 0], np.empty(0, np.int64))
         if self.distractor_fraction and len(pool):
-            valid = rng.random(n) >= self.distractor_fraction
-            if valid.sum() < 2:
-                valid[:2] = True
+            valid = _distractor_mask(rng, n, self.distractor_fraction)
             invalid = np.flatnonzero(~valid)
             a[invalid] = pool[rng.choice(len(pool), size=len(invalid), replace=len(pool) < len(invalid))]
         return np.asarray(self.patches[a]), np.asarray(self.patches[p]), valid
