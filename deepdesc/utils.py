@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "atomic_path",
+    "check_output_location",
     "download_file",
     "logger",
     "merge_conf",
@@ -45,6 +46,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def check_output_location(output: str | os.PathLike, *inputs: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse an ``output`` path that is one of ``inputs``, lies inside one, or contains one.
+
+    Commands that replace their output must never delete what they read; ``ValueError`` names both
+    paths. Returns ``output`` resolved.
+    """
+    out = Path(output).resolve()
+    for source in inputs:
+        src = Path(source).resolve()
+        if out == src or out.is_relative_to(src) or src.is_relative_to(out):
+            relation = "is" if out == src else ("is inside" if out.is_relative_to(src) else "contains")
+            raise ValueError(
+                f"{what} {str(output)!r} {relation} the input {str(source)!r}; choose an {what} folder "
+                "apart from the input (the command replaces what it writes there)"
+            )
+    return out
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
