@@ -8,6 +8,7 @@ spots that exist in one view only (distractors by construction). And a smoke run
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -17,15 +18,17 @@ import pytest
 from deepdesc.cli import main
 from deepdesc.datasets.phototour import PhotoTour, write_phototour
 from deepdesc.datasets.scenes import Camera, Scene, fundamental_matrix, load_strecha_scene
-from deepdesc.train import multiview as mvmod
 from deepdesc.train.multiview import (
     MultiviewConfig,
     build_multiview,
     cut_patches,
+    make_patches,
     split_multiview,
     symmetric_epipolar_error,
     validation_views,
 )
+from deepdesc.train.multiview.geometry import reprojection_errors
+from deepdesc.train.multiview.writing import no_validation_reason
 from deepdesc.train.sources import build_sources
 
 from .conftest import require_shared
@@ -146,7 +149,7 @@ def test_tracks_lie_on_the_true_surfaces(synthetic):
             at_panel = cam.center + ray * (PANEL_Z - cam.center[2]) / ray[2]
             assert not (np.abs(at_panel[:2]) < PANEL_HALF - 0.05).all(), (t, v)
     # detections snap to the projection of their point
-    err = mvmod._reprojection_errors(mv.views, X, mv.observations)
+    err = reprojection_errors(mv.views, X, mv.observations)
     assert np.nanmax(err) <= CONF.max_reproj_px + 1e-6
 
 
@@ -245,6 +248,62 @@ def test_written_sets_read_back_and_train(written, synthetic, tmp_path, monkeypa
     assert a.shape == p.shape == (16, 64, 64) and a.dtype == np.uint8
     # an existing output is not replaced without --overwrite
     assert main(["make-patches", str(synthetic[0]), "-o", str(written)]) == 2
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_that_is_holds_or_lies_in_the_scene_is_refused(synthetic, tmp_path, capsys):
+    scene = tmp_path / "parent" / "planes"
+    shutil.copytree(synthetic[0], scene)
+    (tmp_path / "parent" / "notes.txt").write_text("unrelated")
+    before = _files(tmp_path / "parent")
+    # the scene itself, the folder that holds it, a folder inside it: each would have been replaced
+    for out in (scene, scene.parent, scene / "patches"):
+        argv = ["make-patches", str(scene), "-o", str(out), "--overwrite", "--max-keypoints", "1500"]
+        assert main(argv + ["--val-every", "2", "--pairs", "2000"]) == 2
+        err = capsys.readouterr().err
+        assert "the input" in err and str(scene) in err
+    assert _files(tmp_path / "parent") == before
+    # a COLMAP model folder is an input too, and so is the image folder of a loaded scene
+    with pytest.raises(ValueError, match="is inside the input"):
+        make_patches(scene / "images", scene / "cameras" / "out", colmap=scene / "cameras")
+    with pytest.raises(ValueError, match="contains the input"):
+        make_patches(load_strecha_scene(scene), scene, overwrite=True)
+    assert _files(tmp_path / "parent") == before
+
+
+def test_overwrite_replaces_only_its_own_files_and_says_when_there_is_no_validation_set(
+    synthetic, written, tmp_path, capsys
+):
+    out = tmp_path / "data"
+    shutil.copytree(written, out)  # a previous run, with a validation set
+    (out / "notes.txt").write_text("unrelated")
+    (out / "val" / "mine.txt").write_text("unrelated")
+    (out / "patches0099.bmp").write_bytes(b"stale")  # a sheet and a match file the new run does not write
+    (out / "m50_10_10_0.txt").write_text("stale")
+    argv = ["make-patches", str(synthetic[0]), "-o", str(out), "--overwrite", "--max-keypoints", "1500"]
+    assert main(argv + ["--val-every", "0", "--pairs", "2000"]) == 0
+    assert (out / "notes.txt").read_text() == "unrelated" and (out / "val" / "mine.txt").read_text() == "unrelated"
+    stdout = capsys.readouterr().out
+    assert "no validation set written: val_every is 0" in stdout
+    assert f"wrote {out} (training set)" in stdout and f"{out}/val (validation set)" not in stdout
+    assert sorted(p.name for p in (out / "val").iterdir()) == ["mine.txt"]  # the old validation set is gone
+    assert not (out / "patches0099.bmp").exists() and not (out / "m50_10_10_0.txt").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["splits"]) == {"train"} and "val_every is 0" in summary["no_validation"]
+    ds = PhotoTour(out, cache_dir=tmp_path / "cache")
+    assert len(ds) == summary["splits"]["train"]["patches"]
+    assert ds.match_files() == [summary["splits"]["train"]["match_file"]]
+    assert {p.name for p in tmp_path.iterdir()} == {"data", "cache"}  # no temporary folder left
+
+
+def test_no_validation_reason_names_the_cause():
+    assert "--val-every 0" in no_validation_reason(30, 0, 0)
+    one = no_validation_reason(5, 4, 1)
+    assert "1 of 5 views" in one and "two" in one and "lower --val-every" in one
+    assert "no track" in no_validation_reason(30, 4, 7)
 
 
 def test_write_phototour_round_trip(tmp_path):
