@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .utils import atomic_path, optional_import
 
-__all__ = ["plot_matches", "side_by_side"]
+__all__ = ["check_picture_path", "plot_matches", "side_by_side"]
 
 INLIER_COLOR = (0.1, 0.85, 0.1)
 OUTLIER_COLOR = (0.95, 0.1, 0.1)
@@ -17,7 +18,8 @@ UNVERIFIED_COLOR = (0.1, 0.8, 0.95)
 
 
 def _as_rgb(image: Any) -> np.ndarray:
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8 0..255 or float 0..1 -> (H, W, 3) float32 in 0..1."""
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8 0..255, uint16 0..65535 or float (0..1, or 0..255 when
+    the maximum exceeds 1) -> (H, W, 3) float32 in 0..1 (NaN drawn black)."""
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] in (1, 3, 4):
         img = img[..., :3] if img.shape[2] != 1 else img[..., 0]
@@ -27,8 +29,29 @@ def _as_rgb(image: Any) -> np.ndarray:
         raise ValueError(f"expected an image of shape (H, W) or (H, W, 3), got {np.shape(image)}")
     if img.dtype == np.uint8:
         return img.astype(np.float32) / 255.0
-    img = img.astype(np.float32)
-    return img / 255.0 if img.size and img.max() > 1.0 else img
+    if img.dtype.kind in "ui":
+        top = 255.0 if not img.size or int(img.max()) <= 255 else float(np.iinfo(img.dtype).max)
+        return np.clip(img.astype(np.float32) / top, 0.0, 1.0)
+    img = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    img = img / 255.0 if img.size and img.max() > 1.0 else img
+    return np.clip(img, 0.0, 1.0)
+
+
+def check_picture_path(path: str | os.PathLike) -> Path:
+    """Raise ``ValueError``/``OSError`` naming ``path`` unless a PNG can be written there (a file in an existing
+    or creatable, writable folder; matplotlib installed): checked before the work that draws it."""
+    optional_import("matplotlib", "viz", "drawing matches")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"picture output {path} is a folder; give a file name such as {path / 'matches.png'}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise OSError(f"picture output {path}: cannot write into {folder}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OSError(f"picture output {path}: the existing file is not writable")
+    return path
 
 
 def side_by_side(image1: Any, image2: Any, gap: int = 10) -> tuple[np.ndarray, float]:

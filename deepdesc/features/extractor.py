@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import cv2
@@ -10,16 +11,19 @@ import numpy as np
 from ..hub.registry import load_model
 from ..utils import merge_conf
 from . import patches as patch_ops
-from .describe import describe
-from .image import load_image
+from .describe import describe, describe_extracted
+from .image import check_image_fits, image_file_size, keypoints_to_original, load_image, resize_max_side
 from .keypoints import detect_keypoints, to_cv_keypoints, to_keypoint_array
 from .types import Features
 
-__all__ = ["Extractor", "Features", "default_conf"]
+__all__ = ["Extractor", "Features", "check_extractor_options", "default_conf"]
 
 default_conf: dict[str, Any] = {
     "model": "default",  # registry name, .t7/.safetensors path, or a loaded network (DescriptorNet)
     "max_keypoints": 2000,
+    # longest image side in pixels the detector and descriptor see (None: full resolution); larger images are
+    # downscaled first (hloc uses 1600, COLMAP 3200); keypoints are always reported in the original's pixels
+    "resize_max": None,
     "upright": False,
     # patch side / keypoint size, and extra smoothing of the 64x64 patches in px; None: the model's own
     # (model.conf), else deepdesc.patches.DEFAULT_REGION_SCALE / DEFAULT_BLUR_SIGMA
@@ -32,6 +36,17 @@ default_conf: dict[str, Any] = {
     "batch_size": 512,
     "precision": "fp32",  # or "bf16" (CPU) / "fp16" (CUDA): faster, see deepdesc.fast
 }
+
+
+def check_extractor_options(max_keypoints: Any = None, resize_max: Any = None) -> None:
+    """Raise ``ValueError`` naming the option unless ``max_keypoints`` is a whole number >= 0 (or None) and
+    ``resize_max`` a whole number >= 16 (or None): checked when an extractor is made, before any image."""
+    for key, value, least in (("max_keypoints", max_keypoints, 0), ("resize_max", resize_max, 16)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{key} ({flag}) must be a whole number >= {least} (or None), got {value!r}")
 
 
 class Extractor:
@@ -50,6 +65,7 @@ class Extractor:
             self.conf["model"] = model
         if self.conf["border"] not in ("replicate", "reflect", "drop"):
             raise ValueError(f"border must be 'replicate', 'reflect' or 'drop', got {self.conf['border']!r}")
+        check_extractor_options(self.conf["max_keypoints"], self.conf["resize_max"])
         self._model = None
 
     @property
@@ -62,6 +78,25 @@ class Extractor:
     # -- the pieces -------------------------------------------------------------------------------
     def _image(self, image: Any) -> np.ndarray:
         return load_image(image, channel_order=self.conf["channel_order"])
+
+    def load(self, image: Any) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+        """Image path or array -> (H', W') float32 gray image as the detector sees it (downscaled to
+        ``resize_max``), the scale (sx, sy) from original to that image, and the original (width, height).
+
+        Refuses (:class:`~deepdesc.features.image.ImageTooLargeError`) an image whose description would not
+        fit in memory, from the file's header before decoding where it can be read.
+        """
+        resize_max = self.conf["resize_max"]
+        name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
+        if isinstance(image, (str, os.PathLike)):
+            header = image_file_size(image)
+            if header is not None:
+                check_image_fits(header, resize_max, name=name)
+        img = self._image(image)
+        size = (img.shape[1], img.shape[0])
+        check_image_fits(size, resize_max, name=name)
+        img, scale = resize_max_side(img, resize_max)
+        return img, scale, size
 
     def detect_array(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """(H, W) float image -> (N, 5) keypoints (x, y, size, angle, response)."""
@@ -95,6 +130,7 @@ class Extractor:
             "weights_sha256": self.model.weights_sha256(),
             "patches": self.patch_options(),
             "max_keypoints": self.conf["max_keypoints"],
+            "resize_max": self.conf["resize_max"],
             "detector": dict(self.conf["detector"]),
             "precision": self.conf["precision"],
         }
@@ -105,21 +141,37 @@ class Extractor:
             return np.zeros((0, self.model.descriptor_size), np.float32)
         return describe(patches, model=self.model, batch_size=self.conf["batch_size"], precision=self.conf["precision"])
 
+    def _describe_cut(self, patches: np.ndarray) -> np.ndarray:
+        """:meth:`describe_patches` for patches :meth:`cut_patches` made from a checked image: values not rescanned."""
+        if len(patches) == 0:
+            return np.zeros((0, self.model.descriptor_size), np.float32)
+        conf = self.conf
+        return describe_extracted(patches, self.model, batch_size=conf["batch_size"], precision=conf["precision"])
+
     def describe_keypoints(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) image, (N, 5) keypoints -> descriptors (M, 128) float32 and the kept keypoint indices (M,)."""
+        """(H, W) image from :meth:`load` / :func:`load_image` (finite, 0..255), (N, 5) keypoints -> descriptors
+        (M, 128) float32 and the kept keypoint indices (M,)."""
         patches, kept = self.cut_patches(image, keypoints)
-        return self.describe_patches(patches), kept
+        return self._describe_cut(patches), kept
 
     def prepare(self, image: Any, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """The CPU-side half of :meth:`extract`: load, detect and cut patches.
 
-        Returns (keypoints (M, 5) of the kept patches, patches (M, 64, 64), image size (width, height)); pass
-        them to :meth:`finish`. Split so a caller can prepare the next image while the network runs.
+        Returns (keypoints (M, 5) of the kept patches in the original image's pixels, patches (M, 64, 64), image
+        size (width, height)); pass them to :meth:`finish`. Split so a caller can prepare the next image while
+        the network runs. With ``resize_max``, detection and patches use the downscaled image (``mask``: the
+        original's size).
         """
-        img = self._image(image)
+        img, scale, size = self.load(image)
+        if mask is not None and np.shape(mask)[:2] != (size[1], size[0]):
+            raise ValueError(f"mask of shape {np.shape(mask)} does not match the image's {(size[1], size[0])}")
+        if mask is not None and scale != (1.0, 1.0):
+            mask = (np.asarray(mask) != 0).astype(np.uint8)
+            mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
         kpts = self.detect_array(img, mask)
         patches, kept = self.cut_patches(img, kpts)
-        return kpts[kept], patches, (img.shape[1], img.shape[0])
+        del img
+        return keypoints_to_original(kpts[kept], scale), patches, size
 
     def finish(self, prepared: tuple[np.ndarray, np.ndarray, tuple[int, int]]) -> Features:
         """The network half of :meth:`extract`."""
@@ -129,13 +181,13 @@ class Extractor:
             scales=kpts[:, 2].copy(),
             angles=kpts[:, 3].copy(),
             scores=kpts[:, 4].copy(),
-            descriptors=self.describe_patches(patches),
+            descriptors=self._describe_cut(patches),
             image_size=size,
         )
 
     # -- OpenCV-shaped API ------------------------------------------------------------------------
     def detect(self, image: Any, mask: np.ndarray | None = None) -> list[cv2.KeyPoint]:
-        return to_cv_keypoints(self.detect_array(self._image(image), mask))
+        return to_cv_keypoints(self.extract(image, mask).keypoint_array())
 
     def compute(self, image: Any, keypoints: Any) -> tuple[list[cv2.KeyPoint], np.ndarray]:
         """Describe given keypoints (list of cv2.KeyPoint, or (N,2)/(N,4)/(N,5) arrays).
@@ -146,7 +198,15 @@ class Extractor:
         kpts = to_keypoint_array(keypoints)
         if self.conf["upright"]:
             kpts[:, 3] = 0.0
-        desc, kept = self.describe_keypoints(self._image(image), kpts)
+        img, (sx, sy), _ = self.load(image)
+        if (sx, sy) != (1.0, 1.0):  # to the downscaled image's pixels (inverse of keypoints_to_original)
+            scaled = kpts.copy()
+            scaled[:, 0] = (kpts[:, 0] + 0.5) * sx - 0.5
+            scaled[:, 1] = (kpts[:, 1] + 0.5) * sy - 0.5
+            scaled[:, 2] *= 0.5 * (sx + sy)
+            desc, kept = self.describe_keypoints(img, scaled)
+        else:
+            desc, kept = self.describe_keypoints(img, kpts)
         return to_cv_keypoints(kpts[kept]), desc
 
     def detectAndCompute(  # noqa: N802 - OpenCV's name

@@ -10,6 +10,7 @@ Colour files are BGR(A) as decoded and converted as such; 16-bit files keep thei
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -21,14 +22,24 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..errors import DeepDescError
+
 __all__ = [
+    "DETECT_BYTES_PER_PIXEL",
     "IMAGE_EXTENSIONS",
+    "LOAD_BYTES_PER_PIXEL",
     "MIN_IMAGE_SIZE",
+    "ImageTooLargeError",
     "as_uint8_gray",
+    "available_memory",
+    "check_image_fits",
     "decode_image",
+    "image_file_size",
+    "keypoints_to_original",
     "list_images",
     "load_image",
     "read_image",
+    "resize_max_side",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
@@ -37,6 +48,17 @@ MIN_IMAGE_SIZE = 8
 # ITU-R BT.601 luma, as cv2.cvtColor(..., COLOR_RGB2GRAY).
 _LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _READ_MODES = ("raw", "uint8", "rgb", "gray")
+#: Peak memory of detecting and describing, in bytes per pixel of the image the detector sees. Most of it is
+#: OpenCV's DoG pyramid, whose first octave is the image upsampled 2x (6 Gaussian + 5 DoG float32 levels per
+#: octave); measured with bench/bench_memory.py.
+DETECT_BYTES_PER_PIXEL = 240
+#: Peak memory of decoding a file and converting it to float32 grayscale, in bytes per pixel of the file
+#: (8-bit BGR decode, the float32 gray image and one float32 channel being added to it).
+LOAD_BYTES_PER_PIXEL = 12
+
+
+class ImageTooLargeError(DeepDescError, ValueError):
+    """An image would need more memory to describe than the machine has (the message says what to pass)."""
 
 
 def read_image(path: str | os.PathLike, mode: str = "raw") -> np.ndarray:
@@ -59,7 +81,11 @@ def read_image(path: str | os.PathLike, mode: str = "raw") -> np.ndarray:
         return image
     if mode == "gray":
         return as_uint8_gray(image, channel_order="bgr")
-    if image.dtype != np.uint8:
+    if image.dtype.kind == "f":  # float TIFF/EXR: 0..1 when its maximum is at most 1, else 0..255
+        finite = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if finite.size and float(finite.max()) <= 1.0 else 1.0
+        image = np.clip(np.rint(finite * scale), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
         image = np.clip(np.rint(image / (np.iinfo(image.dtype).max / 255.0)), 0, 255).astype(np.uint8)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -190,17 +216,19 @@ def load_image(image_or_path: Any, channel_order: str = "rgb") -> np.ndarray:
             )
         scale = 1.0
     else:
-        if not np.isfinite(image).all():
+        hi = float(image.max())  # NaN and inf show in the extremes: no (H, W) mask needed
+        if not (np.isfinite(hi) and np.isfinite(float(image.min()))):
             raise ValueError("image contains NaN or inf values")
-        hi = float(image.max())
         scale = 255.0 if hi <= 1.0 else 1.0
 
     if image.ndim == 3:
         if image.shape[2] == 1:
             gray = image[:, :, 0].astype(np.float32)
-        else:
+        else:  # channel by channel: one float32 plane at a time, not an (H, W, 3) float copy
             weights = _LUMA_RGB if channel_order == "rgb" else _LUMA_RGB[::-1]
-            gray = image[:, :, :3].astype(np.float32) @ weights
+            gray = np.multiply(image[:, :, 0], weights[0], dtype=np.float32)
+            for c in (1, 2):
+                gray += np.multiply(image[:, :, c], weights[c], dtype=np.float32)
     else:
         gray = image.astype(np.float32, copy=True)
     if scale != 1.0:
@@ -224,4 +252,100 @@ def as_uint8_gray(image: Any, channel_order: str) -> np.ndarray:
     ):
         return np.ascontiguousarray(image)  # fast path, no float round trip
     gray = load_image(image, channel_order=channel_order)
-    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    out = np.empty(gray.shape, np.uint8)
+    for start in range(0, gray.shape[0], 512):  # in row blocks: no second full-size float temporary
+        out[start : start + 512] = np.clip(np.rint(gray[start : start + 512]), 0, 255)
+    return out
+
+
+def image_file_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file read from its header, without decoding the pixels; None when the
+    header cannot be read (Pillow missing or a format it does not know)."""
+    try:
+        from PIL import Image  # optional (comes with matplotlib); only the header is read
+    except ImportError:
+        return None
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # no decompression-bomb check: sizes are ours
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # noqa: BLE001 - any failure just means "unknown"; decoding reports real errors
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _resized_shape(width: int, height: int, resize_max: int | None) -> tuple[int, int]:
+    scale = 1.0 if resize_max is None or max(width, height) <= resize_max else resize_max / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def check_image_fits(
+    size: tuple[int, int], resize_max: int | None = None, name: str = "image", available: int | None = None
+) -> int:
+    """Estimated peak bytes of describing an image of ``size`` (width, height) with ``resize_max``; raises
+    :class:`ImageTooLargeError` when that exceeds ``available`` bytes (default: :func:`available_memory`),
+    with the largest ``resize_max`` that would fit."""
+    width, height = size
+    w, h = _resized_shape(width, height, resize_max)
+    need = LOAD_BYTES_PER_PIXEL * width * height + DETECT_BYTES_PER_PIXEL * w * h
+    available = available_memory() if available is None else available
+    if available is None or need <= available:
+        return need
+    budget = available - LOAD_BYTES_PER_PIXEL * width * height
+    fit = int(max(width, height) * math.sqrt(max(budget, 0) / (DETECT_BYTES_PER_PIXEL * width * height)))
+    fit = fit // 100 * 100
+    advice = (
+        f"pass resize_max (--resize-max) {fit} or less to describe it downscaled (keypoints stay in the original's "
+        "pixel coordinates)"
+        if fit >= 100
+        else "even decoding it does not fit: downscale the file first"
+    )
+    raise ImageTooLargeError(
+        f"{name} is {width}x{height} ({width * height / 1e6:.0f} MP"
+        + (f", {w}x{h} after resize_max={resize_max}" if (w, h) != (width, height) else "")
+        + f"): describing it needs about {need / 2**30:.1f} GiB of memory, {available / 2**30:.1f} GiB are available; "
+        + advice
+    )
+
+
+def resize_max_side(image: np.ndarray, resize_max: int | None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Downscale ``image`` (area averaging) so that its longer side is at most ``resize_max`` pixels.
+
+    Returns the image (the input itself when small enough or ``resize_max`` is None) and the scale factors
+    (new width / width, new height / height), (1, 1) when not resized.
+    """
+    if resize_max is None:
+        return image, (1.0, 1.0)
+    height, width = image.shape[:2]
+    w, h = _resized_shape(width, height, resize_max)
+    if (w, h) == (width, height):
+        return image, (1.0, 1.0)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), (w / width, h / height)
+
+
+def keypoints_to_original(keypoints: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """(N, 5) keypoints x, y, size, angle, response found in an image resized by ``scale`` (sx, sy) -> the same
+    keypoints in the original image's pixels (pixel centres at integers: x = (x' + 0.5) / sx - 0.5; sizes
+    divided by the mean scale). A new float32 array."""
+    out = np.array(keypoints, dtype=np.float32, copy=True)
+    sx, sy = scale
+    if (sx, sy) == (1.0, 1.0):
+        return out
+    out[:, 0] = (out[:, 0] + 0.5) / sx - 0.5
+    out[:, 1] = (out[:, 1] + 0.5) / sy - 0.5
+    if out.shape[1] > 2:
+        out[:, 2] /= 0.5 * (sx + sy)
+    return out
