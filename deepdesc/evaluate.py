@@ -9,11 +9,17 @@
   ``images/`` and a COLMAP model in ``sparse/0`` (or ``sparse/``): relative pose (:mod:`deepdesc.eval.scenes`).
 
 Methods: model names/paths, ``sift``, ``rootsift``, ``sift@R``/``rootsift@R``
-(:class:`~deepdesc.eval.describers.Method`).
+(:class:`~deepdesc.eval.describers.Method`), each optionally as ``LABEL=SPEC``; model files that share a file name
+are labelled by their folders (``runs/a/best.safetensors`` -> ``a/best``). On the patch data sets ``sift`` and
+``rootsift`` describe the whole patch and ``@R`` is refused (the patches fix the region).
+
+Options, data sets and labels are checked before any descriptor is computed; a pair whose ground-truth homography
+is singular is skipped with a warning naming its file.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -22,8 +28,10 @@ from typing import Any
 
 from .datasets.hpatches import HPatches
 from .datasets.scenes import Scene, load_colmap_scene, load_strecha_scenes
-from .eval.describers import Method
-from .eval.homography import evaluate_sequences, format_table, plot_results
+from .datasets.sequences import ImageSequence, load_hpatches_sequence
+from .errors import DatasetFormatError
+from .eval.describers import Method, parse_methods, sift_patch_descriptors
+from .eval.homography import evaluate_sequences, format_table, plot_results, usable_pairs
 from .eval.hpatches import describe_hpatches, matching_task
 from .eval.phototour import evaluate_phototour
 from .eval.scenes import MATCHERS, evaluate_scenes, format_scene_table, pair_wins, plot_pose_curves
@@ -31,14 +39,62 @@ from .utils import atomic_path
 
 __all__ = ["DATASET_KINDS", "main"]
 
+PROTOCOLS = ("patch", "homography")
 DATASET_KINDS = ("oxford", "hpatches-seq", "sequences", "phototour", "hpatches", "strecha", "colmap")
 SCENE_METRICS = ("precision", "num_correct", "num_matches", "auc@5", "auc@10", "auc@20")
 _SEQUENCE_METRICS = ("precision@1", "h_acc@1", "h_acc@3", "h_acc@5", "mma@3", "matching_score", "corner_error_median")
 
 
-def _sequence_dirs(root: Path) -> list[Path]:
-    """A sequence folder (with homography files) or a folder of them."""
-    return [root] if any(root.glob("H*")) else sorted(p for p in root.iterdir() if p.is_dir())
+def _sequences(spec: str, root: Path) -> list[ImageSequence]:
+    """The homography sequences of a dataset folder: the folder itself when it holds image 1 (``1.ppm`` or
+    ``img1.ppm``, ...), else each of its sub-folders; refuses a folder without one, and a sequence of one image."""
+    is_sequence = any(p.is_file() and p.stem in ("1", "img1") for p in root.iterdir())
+    folders = [root] if is_sequence else sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise DatasetFormatError(
+            f"dataset {spec!r}: no homography sequence in {root} (expected a folder with 1.ppm.. and H_1_2.., or "
+            "img1.ppm.. and H1to2p.., or a folder of them)"
+        )
+    sequences = [load_hpatches_sequence(folder, grayscale=True) for folder in folders]
+    for seq, folder in zip(sequences, folders):
+        if len(seq) < 2:
+            raise DatasetFormatError(
+                f"dataset {spec!r}: {folder} has one image only; a sequence needs image 1 and at least image 2 "
+                "with its homography (H_1_2 or H1to2p)"
+            )
+    return sequences
+
+
+def _check_count(option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{option} = {value!r}: expected an integer >= 1")
+
+
+def _check_protocols(protocols: Sequence[str]) -> list[str]:
+    names = [p.strip() for p in protocols]
+    bad = [p for p in names if p not in PROTOCOLS] or ([] if names else [""])
+    if bad:
+        raise ValueError(
+            f"--protocol {bad[0]!r}: expected {' or '.join(PROTOCOLS)}, or both comma separated (patch,homography)"
+        )
+    return names
+
+
+def _patch_describer(method: Method, spec: str) -> Any:
+    """What a patch benchmark (``phototour:``, ``hpatches:``) describes with: SIFT/RootSIFT of whole patches or
+    the model. The patches fix the measured region, so ``@R`` is refused."""
+    if method.region is not None:
+        raise ValueError(
+            f"dataset {spec!r}: --model {method.spec!r}: a patch data set fixes the measured region; "
+            f"use {_spec_base(method.spec)!r} (NAME@R is for keypoint-based data sets)"
+        )
+    if method.model is None:
+        return functools.partial(sift_patch_descriptors, root=method.spec.startswith("rootsift"))
+    return method.model
+
+
+def _spec_base(spec: str) -> str:
+    return spec.rpartition("@")[0] or spec
 
 
 def _colmap_scene(root: Path) -> Scene:
@@ -84,13 +140,15 @@ def main(
 
     Returns (the report dict written as results.json, the markdown text written as results.md).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    parsed = [Method.parse(m, region_scale=region_scale, blur_sigma=blur_sigma) for m in methods]
-    report: dict[str, Any] = {"datasets": list(datasets), "methods": list(methods)}
-    lines = [f"# deepdesc evaluate\n\ndatasets: {', '.join(datasets)}\n"]
-    sequence_dirs: list[Path] = []
+    protocols = _check_protocols(protocols)
+    counts = {"num-keypoints": num_keypoints, "scene-keypoints": scene_keypoints, "max-gap": max_gap, "orders": orders}
+    for option, value in counts.items():
+        _check_count(option, value)
+    parsed = parse_methods(methods, region_scale=region_scale, blur_sigma=blur_sigma)
+    # Every dataset is read and checked before any descriptor is computed.
+    sequences: list[ImageSequence] = []
     scenes: list[Scene] = []
+    patch_sets: list[tuple[str, Path, list[tuple[str, Any]]]] = []
     for spec in datasets:
         kind, _, location = spec.partition(":")
         root = Path(location)
@@ -99,26 +157,47 @@ def main(
         if not root.exists():
             raise FileNotFoundError(f"dataset {spec!r}: {root} does not exist")
         if kind in ("oxford", "hpatches-seq", "sequences"):
-            sequence_dirs += _sequence_dirs(root)
-        elif kind == "strecha":
-            scenes += load_strecha_scenes(root)
-        elif kind == "colmap":
-            scenes.append(_colmap_scene(root))
-        elif kind == "phototour":
-            for m in methods:
-                result = evaluate_phototour(m, root)
-                report.setdefault("phototour", {})[m] = result
-                lines.append(f"phototour {root.name} {m}: FPR95 {result['fpr95']:.4f}, PR AUC {result['pr_auc']:.4f}")
-        else:  # hpatches
-            data = HPatches(root)
-            for m in methods:
-                result = matching_task(describe_hpatches(data, m))
-                report.setdefault("hpatches_matching", {})[m] = result
+            if not root.is_dir():
+                raise DatasetFormatError(f"dataset {spec!r}: {root} is not a folder")
+            sequences += _sequences(spec, root)
+        elif kind in ("strecha", "colmap"):
+            found = load_strecha_scenes(root) if kind == "strecha" else [_colmap_scene(root)]
+            for scene in found:
+                if len(scene) < 2:
+                    raise DatasetFormatError(
+                        f"dataset {spec!r}: scene {scene.name!r} has only {len(scene)} image; the relative-pose "
+                        "protocol needs at least 2 images with cameras"
+                    )
+            scenes += found
+        else:  # phototour, hpatches
+            # reported by the spec as given (a model's path), or by its label where it has one
+            keys = [m.spec if Method.parse(m.spec).name == m.name else m.name for m in parsed]
+            describers = [(key, _patch_describer(m, spec)) for key, m in zip(keys, parsed)]
+            patch_sets.append((kind, root, describers))
+    if sequences and not any(usable_pairs(seq, warn=False) for seq in sequences):
+        raise DatasetFormatError(
+            f"no pair to evaluate: every homography of {', '.join(s.name for s in sequences)} is singular"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"datasets": list(datasets), "methods": list(methods)}
+    lines = [f"# deepdesc evaluate\n\ndatasets: {', '.join(datasets)}\n"]
+    for kind, root, describers in patch_sets:
+        for label, describer in describers:
+            if kind == "phototour":
+                result = evaluate_phototour(describer, root)
+                report.setdefault("phototour", {})[label] = result
+                lines.append(
+                    f"phototour {root.name} {label}: FPR95 {result['fpr95']:.4f}, PR AUC {result['pr_auc']:.4f}"
+                )
+            else:
+                result = matching_task(describe_hpatches(HPatches(root), describer))
+                report.setdefault("hpatches_matching", {})[label] = result
                 scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("easy", "hard", "tough", "mean") if k in result)
-                lines.append(f"HPatches matching mAP {m}: {scores}")
-    if sequence_dirs:
+                lines.append(f"HPatches matching mAP {label}: {scores}")
+    if sequences:
         result = evaluate_sequences(
-            sequence_dirs, parsed, num_keypoints=num_keypoints, protocols=list(protocols), cache_dir=out / "cache"
+            sequences, parsed, num_keypoints=num_keypoints, protocols=list(protocols), cache_dir=out / "cache"
         )
         report["sequences"] = result
         for metric in _SEQUENCE_METRICS:

@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..datasets.sequences import load_hpatches_sequence
+from ..datasets.sequences import ImageSequence, load_hpatches_sequence
 from ..features.image import load_image
 from ..features.keypoints import detect_keypoints, transform_keypoints
 from ..matching.nearest_neighbor import match_descriptors
 from ..matching.verify import estimate_homography
-from ..utils import optional_import
+from ..utils import logger, optional_import
 from .describers import Describer, Method
 from .metrics import homography_corner_error, matching_score, mean_matching_accuracy, precision_at_1
 
-__all__ = ["SEQUENCE_GROUPS", "evaluate_sequences", "format_table", "plot_results", "summarize"]
+__all__ = ["SEQUENCE_GROUPS", "evaluate_sequences", "format_table", "plot_results", "summarize", "usable_pairs"]
 
 SEQUENCE_GROUPS = {
     "graf": "viewpoint",
@@ -68,8 +68,40 @@ def _inside(kpts: np.ndarray, shape: tuple[int, ...], margin: float = 4.0) -> np
     return (x >= margin) & (y >= margin) & (x <= w - 1 - margin) & (y <= h - 1 - margin)
 
 
+# A ground-truth homography this ill-conditioned maps image 1 onto a line or a point: no pair to evaluate.
+MAX_CONDITION = 1e12
+
+
+def _homography_file(seq: ImageSequence, k: int) -> Path:
+    """The file homography ``k`` (image 1 -> image k+1) of a loaded sequence was read from."""
+    folder = seq.image_paths[0].parent
+    candidates = [folder / f"H_1_{k + 1}", folder / f"H1to{k + 1}p", folder / f"H1to{k + 1}"]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def usable_pairs(seq: ImageSequence, warn: bool = True) -> list[int]:
+    """Indices ``k`` (>= 1) of the images of ``seq`` whose ground-truth homography is invertible; with ``warn``,
+    each other one is logged as a warning naming its file and its condition number."""
+    out = []
+    for k in range(1, len(seq)):
+        H = np.asarray(seq.homographies[k], dtype=np.float64)
+        condition = float(np.linalg.cond(H)) if np.isfinite(H).all() else float("inf")
+        if np.isfinite(condition) and condition <= MAX_CONDITION:
+            out.append(k)
+        elif warn:
+            logger.warning(
+                "%s: the homography is singular (condition number %.3g > %.0e): pair 1-%d of %s is not evaluated",
+                _homography_file(seq, k),
+                condition,
+                MAX_CONDITION,
+                k + 1,
+                seq.name,
+            )
+    return out
+
+
 def evaluate_sequences(
-    sequence_dirs: Sequence[str | os.PathLike],
+    sequence_dirs: Sequence[str | os.PathLike | ImageSequence],
     methods: Sequence[Method],
     num_keypoints: int = 1000,
     homography_keypoints: int = 2000,
@@ -78,22 +110,29 @@ def evaluate_sequences(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Run the protocols (module docstring) -> ``{method: {sequence: {metric: value}}}`` plus per-pair rows."""
+    """Run the protocols (module docstring) -> ``{method: {sequence: {metric: value}}}`` plus per-pair rows.
+
+    ``sequence_dirs``: sequence folders or loaded sequences (:class:`~deepdesc.datasets.sequences.ImageSequence`);
+    a pair whose ground-truth homography is singular is skipped with a warning (:func:`usable_pairs`).
+    """
 
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     describers = {m.name: Describer(m, cache) for m in methods}
     rows: list[dict] = []
-    sequences = [load_hpatches_sequence(d, grayscale=True) for d in sequence_dirs]
-    total = sum(len(s) - 1 for s in sequences) * len(methods)
+    sequences = [
+        d if isinstance(d, ImageSequence) else load_hpatches_sequence(d, grayscale=True) for d in sequence_dirs
+    ]
+    pairs = [usable_pairs(seq) for seq in sequences]
+    total = sum(len(p) for p in pairs) * len(methods)
     bar = tqdm(total=total, desc="evaluate", unit="pair", disable=not progress)
-    for seq in sequences:
+    for seq, seq_pairs in zip(sequences, pairs):
         images = [load_image(img) for img in seq.images]
         ids = [f"{p.resolve()}:{p.stat().st_mtime_ns}" for p in seq.image_paths]
         base = _unique_positions(detect_keypoints(images[0], max_keypoints=None))[:num_keypoints]
         detected = [detect_keypoints(img, max_keypoints=homography_keypoints) for img in images]
-        for k in range(1, len(images)):
+        for k in seq_pairs:
             H = seq.homographies[k]
             rng = np.random.default_rng([seed, k])
             proj = _noisy(transform_keypoints(base, H), rng)

@@ -7,6 +7,7 @@ A checkpoint is a dict: ``step``, ``best``, ``model``, ``optimizer``, ``schedule
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,11 +19,15 @@ from ..errors import CheckpointError
 from ..nn.base import DescriptorNet
 from ..nn.factory import ARCHS, DEFAULT_ARCH, build_net
 from ..utils import atomic_path
+from .config import PRESETS, _show
+from .synthetic import Augment
 
 __all__ = [
+    "RESUMABLE_KEYS",
     "CheckpointError",
     "build_model",
     "check_compatible",
+    "config_differences",
     "load_checkpoint",
     "model_from_checkpoint",
     "save_checkpoint",
@@ -67,15 +72,66 @@ def load_checkpoint(path: str | os.PathLike, missing: str = "no such checkpoint"
     return state
 
 
+# Keys a resumed run may change: where and how the run is executed, logged and checkpointed, and how long it runs.
+# Batches are pure functions of (seed, step), so none of these changes what the steps already taken did.
+# ``run.steps`` extends (or shortens) the run; with ``optim.lr_step = 0`` the linear decay is stretched to the new
+# total from the resumed step on.
+RESUMABLE_KEYS = (
+    "run.steps",
+    "run.out_dir",
+    "run.device",
+    "run.val_every",
+    "run.ckpt_every",
+    "run.tensorboard",
+    "data.num_workers",
+)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _complete(conf: dict) -> dict[str, Any]:
+    """A run config as dotted keys with every default filled in: the preset's (for keys an older checkpoint
+    lacks), the network's ([model]) and :class:`~deepdesc.train.synthetic.Augment`'s ([data.augment])."""
+    preset = PRESETS.get(conf.get("preset", "paper"), PRESETS["paper"])
+    flat = {**_flatten(preset), **_flatten(conf)}
+    model = conf.get("model") if isinstance(conf.get("model"), dict) else {}
+    flat.update({f"model.{k}": v for k, v in _with_defaults({**preset["model"], **model}).items()})
+    augment = conf.get("data", {}).get("augment") or {}
+    defaults = {f.name: f.default for f in dataclasses.fields(Augment)}
+    for key, value in {**defaults, **augment}.items():
+        flat[f"data.augment.{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def config_differences(saved: dict, conf: dict) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, checkpoint value, current value)`` for every key whose value differs between two run
+    configs (defaults filled in, so spelling a default out is no difference), sorted by key."""
+    a, b = _complete(saved), _complete(conf)
+    missing = object()
+    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, missing) != b.get(k, missing)]
+
+
 def check_compatible(path: str | os.PathLike, saved: dict, conf: dict) -> None:
-    """Refuse to resume a run whose ``[model]``, ``[loss]`` or ``[data]`` tables differ from the checkpoint's
-    (``[model]`` compared with the network defaults filled in, so equivalent tables match)."""
-    for key in ("model", "loss", "data"):
-        a, b = saved.get(key), conf.get(key)
-        if key == "model" and isinstance(a, dict) and isinstance(b, dict):
-            a, b = _with_defaults(a), _with_defaults(b)
-        if a != b:
-            raise CheckpointError(f"{path}: checkpoint was trained with a different [{key}] config")
+    """Refuse to resume a run whose config differs from the checkpoint's in any key but :data:`RESUMABLE_KEYS`,
+    naming each differing key with its old and new value (:class:`CheckpointError`)."""
+    refused = [(k, old, new) for k, old, new in config_differences(saved, conf) if k not in RESUMABLE_KEYS]
+    if refused:
+        tables = ", ".join(dict.fromkeys(f"[{k.rpartition('.')[0] or k}]" for k, _, _ in refused))
+        lines = "; ".join(f"{k} = {_show(old)} in the checkpoint, {_show(new)} now" for k, old, new in refused)
+        raise CheckpointError(
+            f"{path}: the checkpoint was trained with a different {tables} config, and resuming continues a run "
+            f"exactly: {lines}. Use the checkpoint's values (its config.json) or another run.out_dir; only "
+            f"{', '.join(RESUMABLE_KEYS)} may change on resume"
+        )
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[DescriptorNet, dict]:

@@ -21,7 +21,7 @@ import torch
 
 from ..datasets.phototour import PhotoTour, decode_sheet
 from ..features.image import read_image
-from ..utils import shared_dir
+from ..utils import logger, shared_dir
 from .synthetic import Augment, ImagePairs, PairBatches, PhotoTourPairs, SheetPairs, ViewPairPairs
 
 __all__ = ["PHOTOTOUR_SPLITS", "build_sources", "make_augment", "validation_pairs"]
@@ -190,9 +190,40 @@ def build_sources(conf: dict, split: str) -> tuple[list, list[float]]:
     return sources, weights
 
 
+class _DistinctPairs:
+    """A validation source drawing at most ``limit`` pairs per call: one per 3D point, so no pair repeats (a
+    repeated point is a false negative of itself). Records the largest count asked for."""
+
+    def __init__(self, source: PhotoTourPairs, limit: int):
+        self.source, self.limit, self.asked = source, limit, 0
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+        self.asked = max(self.asked, n)
+        return self.source.sample(rng, min(n, self.limit))
+
+
 def validation_pairs(conf: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed validation set of corresponding pairs, (V, 1, 64, 64) twice."""
+    """A fixed validation set of corresponding pairs, (V, 1, 64, 64) twice.
+
+    ``data.val_pairs`` pairs, except that a labelled source (``phototour:``, ``multiview:``) gives at most one pair
+    per 3D point with two or more validation patches: asked for more, it gives that many and a warning names both
+    numbers (repeated pairs would make FPR95 and precision@1 noise, and ``best.safetensors`` a choice on noise).
+    """
     sources, weights = build_sources(conf, "val")
-    batches = PairBatches(sources, conf["data"]["val_pairs"], seed=conf["run"]["seed"] + 7919, weights=weights)
+    names = [name for name, _ in _expand_splits(conf["data"]["sources"], conf["data"]["weights"])]
+    capped = [_DistinctPairs(s, len(s.starts)) if isinstance(s, PhotoTourPairs) else s for s in sources]
+    requested = conf["data"]["val_pairs"]
+    batches = PairBatches(capped, requested, seed=conf["run"]["seed"] + 7919, weights=weights)
     a, p, valid = batches[0]
+    for name, source in zip(names, capped):
+        if isinstance(source, _DistinctPairs) and source.asked > source.limit:
+            logger.warning(
+                "data.val_pairs = %d: source %r has only %d distinct validation pairs (one per 3D point with two or "
+                "more validation patches) but was asked for %d; validating on %d pairs in all, none repeated",
+                requested,
+                name,
+                source.limit,
+                source.asked,
+                int(valid.sum()),
+            )
     return a[valid], p[valid]

@@ -29,7 +29,14 @@ from ..eval.metrics import fpr95, precision_at_1
 from ..hub.weights import load_safetensors, save_safetensors
 from ..nn.base import DescriptorNet
 from ..utils import atomic_path, logger, resolve_device
-from .checkpoint import build_model, check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import (
+    build_model,
+    check_compatible,
+    config_differences,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from .config import load_config
 from .losses import (
     global_orthogonal_regularization,
@@ -181,9 +188,16 @@ class Trainer:
         return save_checkpoint(self.out / name, self.state())
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Continue from a checkpoint of this run (same [model], [loss] and [data] tables)."""
+        """Continue from a checkpoint of this run: the same config but for
+        :data:`~deepdesc.train.checkpoint.RESUMABLE_KEYS` (others refused, naming each differing key)."""
         state = load_checkpoint(path, missing="no checkpoint to resume from")
         check_compatible(path, state["config"], self.conf)
+        for key, old, new in config_differences(state["config"], self.conf):
+            logger.info("resuming with %s = %r (the checkpoint's run had %r)", key, new, old)
+            if key == "run.steps" and not self.conf["optim"]["lr_step"]:
+                logger.warning(
+                    "optim.lr_step = 0: the linear learning-rate decay now ends at step %d instead of %d", new, old
+                )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
