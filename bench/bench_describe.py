@@ -2,7 +2,7 @@
 compact network (arch "compact") and TFeat (arch "tfeat") next to them.
 
 Usage: ``.venv/bin/python bench/bench_describe.py [--patches 512] [--repeats 5] [--threads N]
-[--device cpu|cuda] [--accuracy] [--compact-widths 16,32] [--tfeat]``
+[--device cpu|cuda] [--accuracy] [--compact-widths 16,32] [--tfeat] [--checks]``
 
 All variants run in one process on the same random 0..255 patches, interleaved round by round
 (so load from other processes hits them alike); the median patches/s over the rounds and the
@@ -15,6 +15,9 @@ CNN3's fast fp32 path is printed at the end; ``--tfeat`` adds the TFeat network 
 ``--accuracy`` also reports, per precision, the max abs descriptor difference and the nearest-
 neighbour precision@1 on corresponding patches of the Oxford sequences (img1 -> img2, crops
 around SIFT keypoints of img1 and their ground-truth projections).
+``--checks`` times only the input checks' share, with the packaged default model on numpy float32 patches as
+``extract_patches`` returns them: describe() with the previous three passes over the values (isfinite, min,
+max), describe() with its one min/max pass, and describe_extracted() (the image pipeline's path, no pass).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import numpy as np
 import torch
 from _common import cpu_model, interleaved_times
 
-from deepdesc.features.describe import describe
+from deepdesc.features.describe import describe, describe_extracted
+from deepdesc.hub.registry import load_model as load_named_model
 from deepdesc.nn.base import DescriptorNet
 from deepdesc.nn.cnn3 import DeepDescNet
 from deepdesc.nn.compact import CompactNet
@@ -107,6 +111,36 @@ def accuracy_report(model: DeepDescNet, variants: dict[str, Callable[[torch.Tens
         print(f"{name:22s}{row}{np.mean(p1s):9.2f}{diff:11.2e}")
 
 
+def checks_report(n: int, repeats: int, device: torch.device) -> None:
+    """Patches/s of describe() with the previous checks, with the current ones, and without (library-cut)."""
+    model = load_named_model("default", device=str(device))
+    x = np.random.default_rng(0).uniform(0, 255, (n, 64, 64)).astype(np.float32)
+
+    def previous() -> object:  # what describe() did before: three passes over every value, then the network
+        t = torch.from_numpy(x)
+        if not bool(torch.isfinite(t).all()) or float(t.min()) < -1.0 or float(t.max()) > 256.0:
+            raise ValueError("bad patches")
+        return describe_extracted(x, model=model)
+
+    timed: dict[str, Callable[[], object]] = {
+        "describe(), 3-pass checks (before)": previous,
+        "describe(), 1-pass checks": lambda: describe(x, model=model),
+        "describe_extracted(), no scan": lambda: describe_extracted(x, model=model),
+    }
+    np.testing.assert_array_equal(describe(x, model=model), describe_extracted(x, model=model))
+    for fn in timed.values():
+        fn()
+    times = interleaved_times(
+        timed, repeats, (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    )
+    print(f"\ndefault model ({model.info.get('name', '')}), {n} float32 patches, {repeats} rounds; median patches/s:")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, t in med.items():
+        print(f"{name:40s}{n / t:9.0f}")
+    before, one, none = med.values()
+    print(f"library path vs describe() before: x{before / none:.3f}; vs today's checks: x{one / none:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patches", type=int, default=512)
@@ -117,12 +151,17 @@ def main() -> None:
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--compact-widths", default="16", help="comma-separated compact net widths ('' for none)")
     parser.add_argument("--tfeat", action="store_true", help="also time the TFeat network")
+    parser.add_argument("--checks", action="store_true", help="only time the input checks' share (module docs)")
     args = parser.parse_args()
     widths = [int(w) for w in args.compact_widths.split(",") if w.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    if args.checks:
+        print(f"cpu: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+        checks_report(args.patches, args.repeats, device)
+        return
     model, source = load_model()
     model = model.to(device).eval()
     print(f"cpu: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads")

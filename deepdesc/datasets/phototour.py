@@ -45,6 +45,7 @@ __all__ = [
     "download_phototour",
     "extract_archive",
     "list_sheets",
+    "write_info",
     "write_phototour",
 ]
 
@@ -256,9 +257,17 @@ class PhotoTour:
     archives) live; default :func:`default_cache_dir`. N is the number of lines of ``info.txt``
     when present, else 256 x sheets minus the black padding patches that end the last sheet.
     ``point_ids`` / ``image_ids`` (N,) int64 come from ``info.txt`` (``None`` without it).
+    ``info``: ``None`` reads ``root/info.txt`` when present; a path reads that file instead (e.g. one written by
+    ``deepdesc phototour-groups --output`` for a read-only set); ``False`` ignores any info file (unlabelled).
     """
 
-    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None, sha256: str | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = None,
+        sha256: str | None = None,
+        info: str | os.PathLike | bool | None = None,
+    ):
         root = Path(root)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.archive: Path | None = None
@@ -278,9 +287,13 @@ class PhotoTour:
         self.sheets = list_sheets(root)
         self.point_ids: np.ndarray | None = None
         self.image_ids: np.ndarray | None = None
-        info = root / "info.txt"
+        if info is True:
+            raise ValueError("info: pass None (root/info.txt when present), a path, or False (no labels)")
+        if info not in (None, False) and not Path(info).is_file():
+            raise FileNotFoundError(f"info file not found: {info}")
+        info = root / "info.txt" if info is None else None if info is False else Path(info)
         capacity = len(self.sheets) * PATCHES_PER_SHEET
-        if info.exists():
+        if info is not None and info.exists():
             table = read_table(info, 2, np.int64)
             if not (capacity - PATCHES_PER_SHEET < len(table) <= capacity):
                 raise DatasetFormatError(
@@ -468,6 +481,38 @@ def download_phototour(
 def _write_text_atomic(path: Path, lines: list[str]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(lines))
+
+
+def write_info(
+    path: str | os.PathLike,
+    point_ids: Any,
+    image_ids: Any = None,
+    overwrite: bool = False,
+    link_sheets: list[Path] | None = None,
+) -> Path:
+    """Write an ``info.txt`` (one ``3D-point-id image-id`` line per patch) atomically; return its path.
+
+    ``image_ids`` ``None``: -1 (unknown) on every line. An existing file is refused (``FileExistsError``) unless
+    ``overwrite``. ``link_sheets``: sheets to link (symbolic links) beside the file, so its folder is a complete
+    PhotoTour set; an existing sheet of that name must already be that sheet.
+    """
+    path = Path(path)
+    point_ids = np.asarray(point_ids, dtype=np.int64).reshape(-1)
+    image_ids = np.full(len(point_ids), -1, np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
+    if image_ids.shape != point_ids.shape:
+        raise ValueError(f"{len(point_ids)} point ids but {image_ids.size} image ids")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for sheet in link_sheets or []:
+        target, link = Path(sheet).resolve(), path.parent / Path(sheet).name
+        if link.is_symlink() or link.exists():
+            if link.resolve() != target:
+                raise FileExistsError(f"{link} exists and is not a link to {target}; pick an empty folder")
+            continue
+        link.symlink_to(target)
+    _write_text_atomic(path, [f"{p} {i}\n" for p, i in zip(point_ids.tolist(), image_ids.tolist())])
+    return path
 
 
 def write_phototour(
