@@ -58,6 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _extractor_conf(args: argparse.Namespace) -> dict:
     """The extract conf of the extractor options: ``--model sift|rootsift`` selects OpenCV SIFT."""
     conf: dict = {"max_keypoints": args.max_keypoints, "upright": args.upright, "region_scale": args.region_scale}
+    if getattr(args, "resize_max", None) is not None:
+        conf["resize_max"] = args.resize_max
     if getattr(args, "unit_norm", False):
         conf["unit_norm"] = True
     if args.model in ("sift", "rootsift"):
@@ -69,7 +71,13 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     from . import extract
 
     summary = extract.main(
-        _extractor_conf(args), args.images, args.output, overwrite=args.overwrite, as_half=args.half, strict=args.strict
+        _extractor_conf(args),
+        args.images,
+        args.output,
+        overwrite=args.overwrite,
+        as_half=args.half,
+        strict=args.strict,
+        **_engine_kwargs(args),
     )
     print(summary)
     return 1 if summary.skipped else 0
@@ -77,11 +85,17 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 def _cmd_match(args: argparse.Namespace) -> int:
     from .extract import make_extractor
-    from .features.image import read_image
-    from .match import match_images
+    from .features.image import read_image, resize_max_side
+    from .match import check_conf, match_images
 
+    check_conf({"ratio": args.ratio, "geometry": args.geometry, "threshold_px": args.threshold})
+    if args.output:
+        from .viz import check_picture_path
+
+        check_picture_path(args.output)  # before any matching
+    extractor = make_extractor(_extractor_conf(args))
     result = match_images(
-        make_extractor(_extractor_conf(args)),
+        extractor,
         args.image1,
         args.image2,
         ratio=args.ratio,
@@ -103,8 +117,11 @@ def _cmd_match(args: argparse.Namespace) -> int:
     if args.output:
         from .viz import plot_matches
 
-        images = [read_image(p, "rgb") for p in (args.image1, args.image2)]  # the frame the keypoints are in
-        kpts = (result.features0.keypoints, result.features1.keypoints)
+        images, kpts = [], []
+        for path, feats in ((args.image1, result.features0), (args.image2, result.features1)):
+            image, (sx, sy) = resize_max_side(read_image(path, "rgb"), 2000)  # the picture at most 2000 px wide
+            images.append(image)
+            kpts.append((feats.keypoints + 0.5) * np.array([sx, sy], np.float32) - 0.5)  # the frame of the picture
         plot_matches(*images, *kpts, result.matches, result.inliers, path=args.output)
         print(f"wrote {args.output}")
     if args.save_matches:
@@ -134,9 +151,48 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         single_camera=args.single_camera,
         camera_model=args.camera_model,
         text=args.text,
+        overwrite=args.overwrite,
+        **_engine_kwargs(args),
     )
     print(summary)
     return 0
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict:
+    """``engine`` and, for Ray, its options, from ``--engine/--workers/--gpus-per-worker/--address``."""
+    if args.engine == "local":
+        for flag, value in (("--workers", args.workers), ("--gpus-per-worker", args.gpus_per_worker)):
+            if value is not None:
+                raise ValueError(f"{flag} needs --engine ray")
+        if args.address is not None:
+            raise ValueError("--address needs --engine ray")
+        return {}
+    options = {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "address": args.address}
+    return {"engine": args.engine, **{k: v for k, v in options.items() if v is not None}}
+
+
+def _cmd_match_pairs(args: argparse.Namespace) -> int:
+    from . import match
+    from .io.h5 import list_images
+
+    names = list_images(args.features)
+    pairs = match.parse_pairs_option(args.pairs, names)
+    conf = {"mutual": True, "ratio": args.ratio, "geometry": args.geometry, "threshold_px": args.threshold}
+    out = match.main(conf, pairs, args.features, args.output, overwrite=args.overwrite, **_engine_kwargs(args))
+    print(f"matched {len(pairs)} pairs of {len(names)} images -> {out}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .engine.verify import verify_file
+    from .features.image import list_images
+    from .match import read_pairs
+
+    images = [n for n, _ in list_images(args.images)] if args.images else None
+    pairs = read_pairs(args.pairs) if args.pairs else None
+    report = verify_file(args.file, images=images, pairs=pairs)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -170,6 +226,7 @@ def _cmd_make_patches(args: argparse.Namespace) -> int:
     from .train.multiview import MultiviewConfig, make_patches, summary_markdown
 
     options = {"max_keypoints": args.max_keypoints, "val_every": args.val_every, "pairs": args.pairs}
+    options["pairing"] = args.pairing
     for key in ("region_scale", "blur_sigma"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -177,7 +234,32 @@ def _cmd_make_patches(args: argparse.Namespace) -> int:
         args.scene, args.output, MultiviewConfig(**options), colmap=args.colmap, overwrite=args.overwrite
     )
     print(summary_markdown(summary), end="")
-    print(f"wrote {args.output} (training set), {args.output}/val (validation set), summary.json")
+    if "val" in summary["splits"]:
+        print(f"wrote {args.output} (training set), {args.output}/val (validation set), summary.json")
+    else:
+        print(f"wrote {args.output} (training set) and summary.json; no validation set: {summary['no_validation']}")
+        print(f"(a multiview:{args.output} training source needs {args.output}/val for its validation pairs)")
+    return 0
+
+
+def _cmd_phototour_groups(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .datasets.phototour import list_sheets, write_info
+    from .datasets.phototour_groups import group_statistics, recover_groups
+
+    output = Path(args.output) if args.output else Path(args.folder) / "info.txt"
+    folder_output = args.output is not None and output.suffix.lower() != ".txt"
+    target = output / "info.txt" if folder_output else output
+    if target.exists() and not args.overwrite:  # before any work
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    data, ids = recover_groups(
+        args.folder, args.method, args.threshold, bridge=not args.no_bridge, min_size=args.min_size, model=args.model
+    )
+    links = list_sheets(data.root) if folder_output and output.resolve() != data.root.resolve() else None
+    write_info(target, ids, overwrite=args.overwrite, link_sheets=links)
+    print(json.dumps(group_statistics(ids)))
+    print(f"wrote {target}" + (f" (and links to the sheets: phototour:{output})" if links else ""))
     return 0
 
 
@@ -186,10 +268,25 @@ def _add_extractor_args(parser: argparse.ArgumentParser) -> None:
         "--model", default="default", help="registry name, .t7/.safetensors path, or sift/rootsift (OpenCV)"
     )
     parser.add_argument("--max-keypoints", type=int, default=2000)
+    parser.add_argument(
+        "--resize-max",
+        type=int,
+        help="downscale images whose longer side exceeds this many pixels before detection and description "
+        "(e.g. 1600 as hloc, 3200 as COLMAP); keypoints stay in the original's pixels. Default: full size",
+    )
     parser.add_argument("--upright", action="store_true", help="ignore keypoint orientation")
     parser.add_argument("--region-scale", type=float, help="patch side / keypoint size (default: the model's)")
     parser.add_argument("--blur-sigma", type=float, help="extra patch smoothing in px (default: the model's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="local: this process; ray: a Ray cluster"
+    )
+    parser.add_argument("--workers", type=int, help="Ray actors (default: as many as the cluster's CPUs or GPUs fit)")
+    parser.add_argument("--gpus-per-worker", type=float, help="GPUs per Ray actor (default 0: CPU)")
+    parser.add_argument("--address", help="Ray cluster to join, e.g. auto (default: start a local one)")
 
 
 def _add_model_arg(parser: argparse.ArgumentParser, default: str = "default") -> None:
@@ -239,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: skip it)")
     p.add_argument("--unit-norm", action="store_true", help="L2-normalise descriptors (for hloc's matchers)")
     _add_extractor_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=_cmd_describe)
 
     p = sub.add_parser("match", help="match two images and verify the matches geometrically")
@@ -255,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("colmap", help="write features and verified matches of a folder into a COLMAP database")
     p.add_argument("image_dir")
     p.add_argument("--database", required=True, help="COLMAP database file to create")
-    p.add_argument("--ratio", type=float, default=None)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--ratio", type=float, default=None, help="Lowe's ratio test in (0, 1] on top of mutual NN")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing database file")
     _add_extractor_args(p)
     p.set_defaults(func=_cmd_colmap)
 
@@ -270,8 +368,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-camera", action="store_true", help="all images share one camera")
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
     p.add_argument("--text", action="store_true", help="also write the model as text files")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start features and matches again, and replace a database.db, pairs.txt or sparse/N model that "
+        "reconstruct did not write (other files are kept)",
+    )
     _add_extractor_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=_cmd_reconstruct)
+
+    p = sub.add_parser("match-pairs", help="match image pairs of a features file into an hloc matches file")
+    p.add_argument("features", help="features .h5 file (deepdesc describe)")
+    p.add_argument("-o", "--output", required=True, help="matches .h5 file; pairs already in it are skipped")
+    p.add_argument("--pairs", default="exhaustive", help="exhaustive, sequential:K, or an hloc pairs file")
+    p.add_argument("--ratio", type=float, default=None, help="Lowe's ratio test on top of mutual nearest neighbours")
+    p.add_argument("--geometry", choices=["fundamental", "homography"], default=None, help="keep only inliers")
+    p.add_argument("--threshold", type=float, default=1.0, help="inlier threshold in px (with --geometry)")
+    p.add_argument("--overwrite", action="store_true", help="match pairs already in the file again")
+    _add_engine_args(p)
+    p.set_defaults(func=_cmd_match_pairs)
+
+    p = sub.add_parser("verify", help="check a features or matches .h5 file; exit 1 listing what is wrong")
+    p.add_argument("file", help="features or matches .h5 file")
+    p.add_argument("--images", nargs="+", help="image files or folders whose every image the features must hold")
+    p.add_argument("--pairs", help="hloc pairs file whose every pair the matches must hold")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("evaluate", help="benchmark models and SIFT/RootSIFT; writes results.md/json and plots")
     p.add_argument(
@@ -283,7 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
         "or a folder of them) or colmap (a folder with images/ and sparse/0)",
     )
     p.add_argument(
-        "--model", action="append", required=True, help="model name/path, sift or rootsift; NAME@R: region R (repeat)"
+        "--model",
+        action="append",
+        required=True,
+        help="model name/path, sift or rootsift (on patch data sets: SIFT of the whole patch); NAME@R: region R; "
+        "LABEL=SPEC: report it as LABEL (models sharing a file name are told apart by their folders) (repeat)",
     )
     p.add_argument("-o", "--output", default="eval", help="output folder")
     p.add_argument("--protocol", default="patch,homography", help="patch, homography or both (comma separated)")
@@ -311,8 +437,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region-scale", type=float, help="patch side / keypoint size (default: the library's)")
     p.add_argument("--blur-sigma", type=float, help="extra patch smoothing in px (default: the library's)")
     p.add_argument("--pairs", type=int, default=100_000, help="pairs per m50 match file (half positive)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--pairing",
+        choices=("nearest", "covisibility"),
+        default="nearest",
+        help="views that seed tracks together: nearest camera centres facing the same way, or covisibility "
+        "(frustum overlap at a baseline of 3-45 deg); neither depends on the file order",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the patch sets of an existing output (other files stay)"
+    )
     p.set_defaults(func=_cmd_make_patches)
+
+    p = sub.add_parser(
+        "phototour-groups", help="infer the 3D-point groups of a PhotoTour (Brown) folder and write its info.txt"
+    )
+    p.add_argument("folder", help="folder of patchesNNNN.bmp sheets, each point's patches consecutive (Brown)")
+    p.add_argument("--method", choices=["rootsift", "deepdesc"], default="rootsift", help="patch descriptor")
+    p.add_argument("--threshold", type=float, help="link distance starting a new point (default: the method's)")
+    p.add_argument("--no-bridge", action="store_true", help="compare only neighbours, not also i with i+2")
+    p.add_argument("--min-size", type=int, default=2, help="fewest patches per point (Brown: 2)")
+    p.add_argument("--model", default=None, help="--method deepdesc: registry name or model path (default model)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="info file (*.txt), or a folder: FOLDER/info.txt plus links to the sheets "
+        "(a complete set for phototour:FOLDER); default FOLDER_OF_SHEETS/info.txt",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing info.txt")
+    p.set_defaults(func=_cmd_phototour_groups)
 
     p = sub.add_parser("train", help="train a descriptor (see deepdesc/train/ and configs/)")
     p.add_argument("--config", help="TOML or YAML config: preset = 'paper'|'hardnet' plus overriding tables")

@@ -20,6 +20,7 @@ LAYERS = [
     ["deepdesc.datasets"],
     ["deepdesc.eval"],
     ["deepdesc.train"],
+    ["deepdesc.engine"],
     ["deepdesc.extract", "deepdesc.match", "deepdesc.evaluate", "deepdesc.reconstruct"],
     ["deepdesc.cli", "deepdesc"],
 ]
