@@ -1,67 +1,99 @@
-"""Time per image: DeepDesc detect + patches + describe vs OpenCV SIFT detectAndCompute, same image.
+"""Time per image of the model users get: ``Extractor().detectAndCompute`` against OpenCV SIFT, same image.
 
-graf img1 from ../shared/data/eval (resized to ~1 MPix), 2,000 keypoints. Medians over repeats, run in
-one process, with the breakdown of the DeepDesc stages.
+One 1536x1024 view of ``../shared/data/eval/strecha/entry-P10`` (grayscale), 2,000 keypoints. Both run in one
+process, interleaved round by round so that machine load hits them alike; medians over the rounds, with the
+breakdown of deepdesc's stages (detect, patches, describe). Writes a JSON record (command, data, machine,
+numbers) for ``bench/report.py``.
 
-    python bench/bench_image.py [--repeats 5] [--precision fp32|bf16]
+    python bench/bench_image.py [--model default] [--repeats 7] [--precision fp32|bf16] \
+        [-o docs/results/bench_image.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+from pathlib import Path
 
 import cv2
 import torch
-from _common import median_time
+from _common import cpu_model, interleaved_times
 
-from deepdesc.features.describe import describe
+import deepdesc
 from deepdesc.features.image import load_image
-from deepdesc.features.keypoints import detect_keypoints
-from deepdesc.features.patches import extract_patches
-from deepdesc.nn.cnn3 import DeepDescNet
-from deepdesc.utils import shared_dir
+from deepdesc.utils import atomic_path, shared_dir
+
+IMAGE = "data/eval/strecha/entry-P10/images/0000.jpg"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--precision", default="fp32")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="registry name or weights path (default: the default)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--keypoints", type=int, default=2000)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("-o", "--output", type=Path, default=None, help="JSON record to write (default: none)")
     args = parser.parse_args()
-    path = shared_dir() / "data/eval/oxford/graf/img1.ppm"
+    if args.repeats < 1 or args.keypoints < 1:
+        parser.error("--repeats and --keypoints must be >= 1")
+    path = shared_dir() / IMAGE
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    scale = (1e6 / gray.size) ** 0.5
-    gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if gray is None:
+        parser.error(f"cannot read {path} (set DEEPDESC_SHARED to the folder holding data/eval)")
+
+    extractor = deepdesc.Extractor(model=args.model, max_keypoints=args.keypoints, precision=args.precision)
+    sift = cv2.SIFT_create(nfeatures=args.keypoints)
     image = load_image(gray)
-    model = DeepDescNet().eval()  # timing only: the weights do not change the cost
-    sift = cv2.SIFT_create(nfeatures=2000)
-
-    def sift_job():
-        return sift.detectAndCompute(gray, None)
-
-    kpts = detect_keypoints(image, max_keypoints=2000)
-    patches, _ = extract_patches(image, kpts)
-    stages = {
-        "detect (DoG)": lambda: detect_keypoints(image, max_keypoints=2000),
-        "patches": lambda: extract_patches(image, kpts),
-        "describe": lambda: describe(patches, model=model, precision=args.precision),
+    kpts = extractor.detect_array(image)
+    patches, _ = extractor.cut_patches(image, kpts)
+    _, sift_desc = sift.detectAndCompute(gray, None)
+    timed = {
+        "sift": lambda: sift.detectAndCompute(gray, None),
+        "deepdesc": lambda: extractor.detectAndCompute(gray),
+        "detect": lambda: extractor.detect_array(image),
+        "patches": lambda: extractor.cut_patches(image, kpts),
+        "describe": lambda: extractor.describe_patches(patches),
     }
+    for fn in timed.values():  # warm-up: model load, allocations
+        fn()
+    load_before = os.getloadavg()[0]
+    times = {k: 1e3 * statistics.median(v) for k, v in interleaved_times(timed, args.repeats).items()}
+    load = max(load_before, os.getloadavg()[0])  # other processes' share of the CPU inflates every time alike
 
-    def deepdesc_job():
-        k = detect_keypoints(image, max_keypoints=2000)
-        p, _ = extract_patches(image, k)
-        return describe(p, model=model, precision=args.precision)
-
-    t_sift = median_time(sift_job, args.repeats)
-    t_dd = median_time(deepdesc_job, args.repeats)
+    info = getattr(extractor.model, "info", {}) or {}
+    record = {
+        "command": "python bench/bench_image.py " + shlex.join(sys.argv[1:]),
+        "data": f"../shared/{IMAGE} ({gray.shape[1]}x{gray.shape[0]}, grayscale)",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "load_average": round(load, 1),
+        "software": f"torch {torch.__version__}, OpenCV {cv2.__version__}, Python {platform.python_version()}",
+        "model": args.model,
+        "model_version": str(info.get("version", "")),
+        "precision": args.precision,
+        "repeats": args.repeats,
+        "image_size": [int(gray.shape[1]), int(gray.shape[0])],
+        "keypoints": {"deepdesc": len(kpts), "sift": len(sift_desc)},
+        "ms": {k: round(v, 1) for k, v in times.items()},
+        "ratio_deepdesc_over_sift": round(times["deepdesc"] / times["sift"], 2),
+    }
     print(
-        f"image {gray.shape[1]}x{gray.shape[0]} ({gray.size / 1e6:.2f} MPix), {len(kpts)} keypoints, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}"
+        f"image {gray.shape[1]}x{gray.shape[0]}, {len(kpts)} keypoints (SIFT {len(sift_desc)}), model {args.model}, "
+        f"{record['machine']}, precision {args.precision}"
     )
-    for name, fn in stages.items():
-        print(f"  {name:<14} {1e3 * median_time(fn, args.repeats):8.1f} ms")
-    print(f"DeepDesc total   {1e3 * t_dd:8.1f} ms/image")
-    print(f"OpenCV SIFT      {1e3 * t_sift:8.1f} ms/image (detectAndCompute)")
-    print(f"ratio DeepDesc / SIFT: {t_dd / t_sift:.2f}x")
+    for name in ("detect", "patches", "describe"):
+        print(f"  {name:<10} {times[name]:8.1f} ms")
+    print(f"deepdesc   {times['deepdesc']:8.1f} ms/image (Extractor.detectAndCompute)")
+    print(f"SIFT       {times['sift']:8.1f} ms/image (cv2.SIFT detectAndCompute)")
+    print(f"ratio deepdesc / SIFT: {record['ratio_deepdesc_over_sift']:.2f}x")
+    if args.output is not None:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

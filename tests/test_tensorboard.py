@@ -91,7 +91,7 @@ def test_missing_tensorboard_restores_signal_handlers(tmp_path, monkeypatch):
             Trainer(_tiny_conf(tmp_path)).run(progress=False)
         after = {sig: signal.getsignal(sig) for sig in before}
     finally:
-        for sig, handler in before.items():  # never leave Ctrl-C swallowed for the rest of the session
+        for sig, handler in before.items():  # never leave Ctrl-C swallowed for the rest of the test run
             signal.signal(sig, handler)
     assert after == before
 

@@ -1,4 +1,4 @@
-"""Training configs (issue 13, items 3 and 5): [model] merges with the preset, unknown keys are refused with
+"""Training configs: [model] merges with the preset, unknown keys are refused with
 a suggestion, and every value is checked for type and range when the config is read."""
 
 from __future__ import annotations
