@@ -230,17 +230,26 @@ def _pairs(summary: dict, scene: str) -> int:
     return int(method[scene]["pairs"])
 
 
+def _scene_rows(
+    summary: dict, methods: list[str], spec: tuple[tuple[str, str, str], ...], count_digits: int
+) -> list[list[str]]:
+    """One row per scene and ``(matcher, metric, label)`` of ``spec``, a cell per method; the scene's first row
+    names its pair count. ``count_digits``: decimals of ``num_correct`` (other metrics: 3)."""
+    rows = []
+    for scene in _scene_names(summary):
+        for i, (matcher, metric, label) in enumerate(spec):
+            values = [_scene_value(summary, matcher, m, scene, metric) for m in methods]
+            name = f"{scene} ({_pairs(summary, scene)} pairs)" if i == 0 else scene
+            rows.append([f"{name}: {label}", *_cells(values, count_digits if metric == "num_correct" else 3)])
+    return rows
+
+
 def table_headline(results: Path) -> str:
     """The README's one table: the default against the anchors on the 3D scenes and the homographies."""
     e3d, eh = load_result("eval-3d", results), load_result("eval-homography", results)
     s3d, sh = e3d["scenes"]["summary"], eh["sequences"]["summary"]
     methods = [m for m in _methods(list(s3d["mnn"])) if m in sh]
-    rows = []
-    for scene in _scene_names(s3d):
-        for i, (matcher, metric, label) in enumerate(HEADLINE_SCENE_ROWS):
-            values = [_scene_value(s3d, matcher, m, scene, metric) for m in methods]
-            name = f"{scene} ({_pairs(s3d, scene)} pairs)" if i == 0 else scene
-            rows.append([f"{name}: {label}", *_cells(values, 0 if metric == "num_correct" else 3)])
+    rows = _scene_rows(s3d, methods, HEADLINE_SCENE_ROWS, count_digits=0)
     pairs = next(iter(sh.values()))["[all]"]["pairs"]
     for i, (metric, label, digits) in enumerate(SEQUENCE_ROWS[:3]):
         values = [_finite(sh[m]["[all]"].get(metric)) for m in methods]
@@ -257,12 +266,7 @@ def table_scenes(results: Path) -> str:
     e3d = load_result("eval-3d", results)
     summary = e3d["scenes"]["summary"]
     methods = _methods(list(summary["mnn"]))
-    rows = []
-    for scene in _scene_names(summary):
-        for i, (matcher, metric, label) in enumerate(SCENE_ROWS):
-            values = [_scene_value(summary, matcher, m, scene, metric) for m in methods]
-            name = f"{scene} ({_pairs(summary, scene)} pairs)" if i == 0 else scene
-            rows.append([f"{name}: {label}", *_cells(values, 1 if metric == "num_correct" else 3)])
+    rows = _scene_rows(summary, methods, SCENE_ROWS, count_digits=1)
     header = ["", *(_label(m, e3d.get("default_version", "")) for m in methods)]
     return _table(header, rows) + "\n\n" + _source(e3d)
 

@@ -180,11 +180,16 @@ def _worker_count(ray: Any, workers: int | None, cpus: float, gpus: float, units
     return max(1, min(workers or fit, fit, units))
 
 
-def _check_resources(cpus: float, gpus: float) -> None:
+def _check_options(kind: str, unit_size: int | None, cpus: float, gpus: float) -> int:
+    """Check the engine's options and that Ray is installed, before any work; returns the unit size to use."""
     if cpus <= 0:
         raise ValueError(f"cpus_per_worker must be positive, got {cpus}")
     if gpus < 0:
         raise ValueError(f"gpus_per_worker must be 0 or positive, got {gpus}")
+    unit_size = unit_size or DEFAULT_UNIT_SIZE[kind]
+    make_units([], unit_size)  # checks unit_size
+    _import_ray()  # a missing Ray is reported before any work
+    return unit_size
 
 
 def _run_units(
@@ -298,6 +303,56 @@ def _log_warnings(result: dict[str, Any], seen: set[str]) -> None:
             logger.warning("%s", message)
 
 
+def _run_job(
+    kind: str,
+    job: JobDir,
+    todo: list[Any],
+    unit_size: int,
+    settings: dict[str, Any],
+    worker_args: tuple,
+    *,
+    desc: str,
+    bar_unit: str,
+    progress: bool,
+    workers: int | None,
+    cpus: float,
+    gpus: float,
+    address: str | None,
+) -> tuple[list[list[Any]], dict[int, dict[str, Any]]]:
+    """Split ``todo`` into units, open ``job``, take the units already done and run the others on Ray
+    (``worker_args``: :class:`UnitWorker`'s after ``kind``), recording each and logging its warnings, under a
+    progress bar. Returns the units and the identity of each (all done)."""
+    units = make_units(todo, unit_size)
+    digests = [items_digest(u) for u in units]
+    run = uuid.uuid4().hex[:12]
+    job.open({"kind": kind, "settings": settings, "unit_size": unit_size, "items_sha256": items_digest(todo)})
+    done = _collect(kind, job, digests, settings, run)
+    seen: set[str] = set()
+    bar = tqdm(total=len(todo), desc=desc, unit=bar_unit, disable=not progress)
+    for unit in sorted(done):
+        _log_warnings(done[unit], seen)  # its skipped images (a match unit skips none)
+        bar.update(len(units[unit]))
+
+    def finished(result: dict[str, Any]) -> None:
+        unit = result["unit"]
+        _check_written(job, kind, unit, digests[unit], settings)
+        job.record({"unit": unit, "run": run, "entries": len(result["entries"]), "pid": result["pid"]})
+        done[unit] = result
+        _log_warnings(result, seen)
+        bar.update(len(units[unit]))
+
+    pending = [u for u in range(len(units)) if u not in done]
+    try:
+        if pending:
+            _run_units(
+                kind, job, units, digests, pending, (kind, *worker_args), finished,
+                workers=workers, cpus=cpus, gpus=gpus, address=address,
+            )  # fmt: skip
+    finally:
+        bar.close()
+    return units, done
+
+
 def use_engine(engine: str, options: dict[str, Any]) -> bool:
     """Whether a job runs on Ray (``engine="ray"``) rather than in this process; checks the engine's options."""
     if engine not in ENGINES:
@@ -332,10 +387,7 @@ def run_extract(
     local job's; returns its summary type."""
     if extractor is not None:
         raise ValueError("engine='ray' builds one extractor per worker from conf; do not pass extractor=")
-    _check_resources(cpus_per_worker, gpus_per_worker)
-    unit_size = unit_size or DEFAULT_UNIT_SIZE["features"]
-    make_units([], unit_size)  # checks unit_size
-    _import_ray()  # a missing Ray is reported before any work
+    unit_size = _check_options("features", unit_size, cpus_per_worker, gpus_per_worker)
     features_path = Path(features_path).absolute()
     h5.clean_temp_files(features_path)  # e.g. the temporary file of a killed merge
     h5.check_writable(features_path)
@@ -360,37 +412,14 @@ def run_extract(
     if not todo:
         job.remove()
         return summary
-    units = make_units(todo, unit_size)
-    digests = [items_digest(u) for u in units]
-    run = uuid.uuid4().hex[:12]
-    job.open({"kind": "features", "settings": settings, "unit_size": unit_size, "items_sha256": items_digest(todo)})
-    done = _collect("features", job, digests, settings, run)
-    seen: set[str] = set()
-    bar = tqdm(total=len(todo), desc="extract", unit="img", disable=not progress)
-    for unit in sorted(done):
-        _log_warnings(done[unit], seen)
-        bar.update(len(units[unit]))
-
-    def finished(result: dict[str, Any]) -> None:
-        unit = result["unit"]
-        _check_written(job, "features", unit, digests[unit], settings)
-        job.record({"unit": unit, "run": run, "entries": len(result["entries"]), "pid": result["pid"]})
-        done[unit] = result
-        _log_warnings(result, seen)
-        bar.update(len(units[unit]))
-
-    pending = [u for u in range(len(units)) if u not in done]
     threads = max(1, round(cpus_per_worker))
     options = {"as_half": as_half, "strict": strict, "progress": False}
-    try:
-        if pending:
-            args = ("features", local_main, make_extractor, conf, options, threads)
-            _run_units(
-                "features", job, units, digests, pending, args, finished,
-                workers=workers, cpus=cpus_per_worker, gpus=gpus_per_worker, address=address,
-            )  # fmt: skip
-    finally:
-        bar.close()
+    worker_args = (local_main, make_extractor, conf, options, threads)
+    units, done = _run_job(
+        "features", job, todo, unit_size, settings, worker_args,
+        desc="extract", bar_unit="img", progress=progress,
+        workers=workers, cpus=cpus_per_worker, gpus=gpus_per_worker, address=address,
+    )  # fmt: skip
     described = {n for u in done.values() for n in u["entries"]}
     skipped = {n: r for u in done.values() for n, r in u["skipped"].items()}
     summary.described = [n for n, _ in todo if n in described]
@@ -438,10 +467,7 @@ def run_match(
 ) -> Path:
     """``match.main`` on Ray (see the module docstring), called by it with the checked conf and ``pairs`` (each
     once), the ``settings`` to record and the features file's image ``records``."""
-    _check_resources(cpus_per_worker, gpus_per_worker)
-    unit_size = unit_size or DEFAULT_UNIT_SIZE["matches"]
-    make_units([], unit_size)
-    _import_ray()
+    unit_size = _check_options("matches", unit_size, cpus_per_worker, gpus_per_worker)
     features_path, matches_path = Path(features_path).absolute(), Path(matches_path).absolute()
     h5.check_settings(matches_path, settings, overwrite=overwrite)
     todo: list[tuple[str, str]] = []
@@ -461,34 +487,12 @@ def run_match(
         job.remove()
         return matches_path
     in_file = _pair_keys(matches_path)
-    units = make_units(todo, unit_size)
-    digests = [items_digest(u) for u in units]
-    run = uuid.uuid4().hex[:12]
-    job.open({"kind": "matches", "settings": settings, "unit_size": unit_size, "items_sha256": items_digest(todo)})
-    done = _collect("matches", job, digests, settings, run)
-    seen: set[str] = set()
-    bar = tqdm(total=len(todo), desc="match", unit="pair", disable=not progress)
-    for unit in sorted(done):
-        bar.update(len(units[unit]))
-
-    def finished(result: dict[str, Any]) -> None:
-        unit = result["unit"]
-        _check_written(job, "matches", unit, digests[unit], settings)
-        job.record({"unit": unit, "run": run, "entries": len(result["entries"]), "pid": result["pid"]})
-        done[unit] = result
-        _log_warnings(result, seen)
-        bar.update(len(units[unit]))
-
-    pending = [u for u in range(len(units)) if u not in done]
-    try:
-        if pending:
-            args = ("matches", local_main, None, conf, {"features_path": str(features_path)}, 1)
-            _run_units(
-                "matches", job, units, digests, pending, args, finished,
-                workers=workers, cpus=cpus_per_worker, gpus=gpus_per_worker, address=address,
-            )  # fmt: skip
-    finally:
-        bar.close()
+    worker_args = (local_main, None, conf, {"features_path": str(features_path)}, 1)
+    units, _ = _run_job(
+        "matches", job, todo, unit_size, settings, worker_args,
+        desc="match", bar_unit="pair", progress=progress,
+        workers=workers, cpus=cpus_per_worker, gpus=gpus_per_worker, address=address,
+    )  # fmt: skip
     kept = in_file - {k for a, b in todo for k in (h5.names_to_pair(a, b), h5.names_to_pair(b, a))}
     expected = [tuple(k.split("/")) for k in sorted(kept)] + todo
     merge("matches", matches_path, [job.shard(u) for u in range(len(units))], settings, expected)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from ..io import h5
 __all__ = ["VerifyReport", "verify_features", "verify_file", "verify_matches"]
 
 _SHOWN = 20  # problems listed in the one-paragraph summary
+_Groups = list[tuple[str, h5py.Group]]  # (name, group) of each image or pair
 
 
 @dataclass
@@ -48,9 +49,9 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _groups(fd: h5py.File, leaf: str) -> tuple[list[tuple[str, h5py.Group]], list[str]]:
+def _groups(fd: h5py.File, leaf: str) -> tuple[_Groups, list[str]]:
     """Groups holding a ``leaf`` dataset (images or pairs), and the names of such groups that also hold groups."""
-    found: list[tuple[str, h5py.Group]] = []
+    found: _Groups = []
 
     def visit(key: str, obj: Any) -> None:
         if isinstance(obj, h5py.Group) and isinstance(obj.get(leaf), h5py.Dataset):
@@ -93,65 +94,103 @@ def _missing_unexpected(found: set[str], expected: set[str], what: str, problems
         problems.append(f"{len(unexpected)} unexpected {what}(s): {_listed(unexpected)}")
 
 
+def _verify(
+    path: str | os.PathLike,
+    kind: str,
+    leaf: str,
+    settings: dict[str, Any] | None,
+    check_groups: Callable[[Any, _Groups, list[str]], None],
+) -> tuple[VerifyReport, _Groups | None]:
+    """The checks every file gets (readable, settings recorded and equal ``settings`` when given, entry groups
+    hold no groups), then ``check_groups(recorded settings, groups, problems)`` on its ``leaf`` groups while
+    the file is open. Returns the report and the groups (None when the file cannot be read)."""
+    report = VerifyReport(Path(path), kind)
+    problems = report.problems
+    try:
+        fd = h5py.File(path, "r")
+    except OSError as exc:
+        problems.append(f"cannot be read as HDF5 ({exc})")
+        return report, None
+    with fd:
+        recorded, error = _read_settings(fd)
+        if error:
+            problems.append(error)
+        _check_settings(recorded, settings, problems)
+        groups, nested = _groups(fd, leaf)
+        report.entries = len(groups)
+        problems += [f"{name}: holds other groups besides its {kind}" for name in nested]
+        check_groups(recorded, groups, problems)
+    return report, groups
+
+
+def _complete(groups: _Groups, problems: list[str]) -> Iterator[tuple[str, h5py.Group]]:
+    """The groups that were written to the end; a problem for each other one, in order."""
+    for name, grp in groups:
+        if not bool(grp.attrs.get(h5.COMPLETE_ATTR, True)):
+            problems.append(f"{name}: incomplete (an interrupted write)")
+            continue
+        yield name, grp
+
+
+def _check_feature_groups(recorded: Any, groups: _Groups, problems: list[str]) -> None:
+    dtype = np.dtype((recorded or {}).get("descriptor_dtype", "float32")) if isinstance(recorded, dict) else None
+    dims: dict[int, str] = {}
+    for name, grp in _complete(groups, problems):
+        kpts = grp["keypoints"]
+        if kpts.ndim != 2 or kpts.shape[1] != 2:
+            problems.append(f"{name}: keypoints have shape {kpts.shape}, expected (N, 2)")
+            continue
+        n = kpts.shape[0]
+        if "descriptors" not in grp:
+            problems.append(f"{name}: no descriptors")
+        else:
+            desc = grp["descriptors"]
+            if desc.ndim != 2 or desc.shape[1] != n:
+                problems.append(f"{name}: descriptors have shape {desc.shape}, expected (D, {n})")
+            else:
+                dims.setdefault(desc.shape[0], name)
+                if dtype is not None and desc.dtype != dtype:
+                    problems.append(f"{name}: descriptors are {desc.dtype}, the file records {dtype}")
+                if not np.isfinite(desc[()]).all():
+                    problems.append(f"{name}: descriptors hold NaN or inf")
+        if not np.isfinite(kpts[()]).all():
+            problems.append(f"{name}: keypoints hold NaN or inf")
+        for key in ("scores", "scales", "angles"):
+            if key in grp and grp[key].shape != (n,):
+                problems.append(f"{name}: {key} have shape {grp[key].shape}, expected ({n},)")
+        if "image_size" not in grp:
+            problems.append(f"{name}: no image_size")
+        else:
+            size = grp["image_size"][()]
+            if size.shape != (2,) or size.dtype.kind not in "iu" or (size <= 0).any():
+                problems.append(f"{name}: image_size {size!r}, expected (width, height) positive integers")
+    if len(dims) > 1:
+        problems.append(f"descriptor sizes differ: {', '.join(f'{d} ({n})' for d, n in sorted(dims.items()))}")
+
+
+def _check_match_groups(recorded: Any, groups: _Groups, problems: list[str]) -> None:
+    for name, grp in _complete(groups, problems):
+        m = grp["matches0"]
+        if m.ndim != 1 or m.dtype.kind not in "iu":
+            problems.append(f"{name}: matches0 is {m.dtype} {m.shape}, expected (N0,) integers")
+            continue
+        values = m[()]
+        if len(values) and values.min() < -1:
+            problems.append(f"{name}: matches0 holds indices below -1")
+        scores = grp.get("matching_scores0")
+        if scores is not None and scores.shape != m.shape:
+            problems.append(f"{name}: matching_scores0 has shape {scores.shape}, expected {m.shape}")
+
+
 def verify_features(
     path: str | os.PathLike, expected: Iterable[str] | None = None, settings: dict[str, Any] | None = None
 ) -> VerifyReport:
     """Check a features file: each image group has ``keypoints`` (N, 2), ``descriptors`` (D, N) with one D and the
     recorded dtype, ``scores``/``scales``/``angles`` (N,), ``image_size`` (2,) positive, finite values; settings
     are recorded (and equal ``settings`` when given); with ``expected`` names, none is missing or extra."""
-    report = VerifyReport(Path(path), "features")
-    problems = report.problems
-    try:
-        fd = h5py.File(path, "r")
-    except OSError as exc:
-        problems.append(f"cannot be read as HDF5 ({exc})")
-        return report
-    with fd:
-        recorded, error = _read_settings(fd)
-        if error:
-            problems.append(error)
-        _check_settings(recorded, settings, problems)
-        dtype = np.dtype((recorded or {}).get("descriptor_dtype", "float32")) if isinstance(recorded, dict) else None
-        groups, nested = _groups(fd, "keypoints")
-        report.entries = len(groups)
-        problems += [f"{name}: holds other groups besides its features" for name in nested]
-        dims: dict[int, str] = {}
-        for name, grp in groups:
-            if not bool(grp.attrs.get(h5.COMPLETE_ATTR, True)):
-                problems.append(f"{name}: incomplete (an interrupted write)")
-                continue
-            kpts = grp["keypoints"]
-            if kpts.ndim != 2 or kpts.shape[1] != 2:
-                problems.append(f"{name}: keypoints have shape {kpts.shape}, expected (N, 2)")
-                continue
-            n = kpts.shape[0]
-            if "descriptors" not in grp:
-                problems.append(f"{name}: no descriptors")
-            else:
-                desc = grp["descriptors"]
-                if desc.ndim != 2 or desc.shape[1] != n:
-                    problems.append(f"{name}: descriptors have shape {desc.shape}, expected (D, {n})")
-                else:
-                    dims.setdefault(desc.shape[0], name)
-                    if dtype is not None and desc.dtype != dtype:
-                        problems.append(f"{name}: descriptors are {desc.dtype}, the file records {dtype}")
-                    if not np.isfinite(desc[()]).all():
-                        problems.append(f"{name}: descriptors hold NaN or inf")
-            if not np.isfinite(kpts[()]).all():
-                problems.append(f"{name}: keypoints hold NaN or inf")
-            for key in ("scores", "scales", "angles"):
-                if key in grp and grp[key].shape != (n,):
-                    problems.append(f"{name}: {key} have shape {grp[key].shape}, expected ({n},)")
-            if "image_size" not in grp:
-                problems.append(f"{name}: no image_size")
-            else:
-                size = grp["image_size"][()]
-                if size.shape != (2,) or size.dtype.kind not in "iu" or (size <= 0).any():
-                    problems.append(f"{name}: image_size {size!r}, expected (width, height) positive integers")
-        if len(dims) > 1:
-            problems.append(f"descriptor sizes differ: {', '.join(f'{d} ({n})' for d, n in sorted(dims.items()))}")
-    if expected is not None:
-        _missing_unexpected({n for n, _ in groups}, set(expected), "image", problems)
+    report, groups = _verify(path, "features", "keypoints", settings, _check_feature_groups)
+    if groups is not None and expected is not None:
+        _missing_unexpected({n for n, _ in groups}, set(expected), "image", report.problems)
     return report
 
 
@@ -163,36 +202,9 @@ def verify_matches(
     """Check a matches file: each pair group has ``matches0`` (N0,) integers >= -1 and ``matching_scores0`` (N0,);
     settings are recorded (and equal ``settings`` when given); with ``expected`` pairs, each is present in one
     order only and no other pair is."""
-    report = VerifyReport(Path(path), "matches")
-    problems = report.problems
-    try:
-        fd = h5py.File(path, "r")
-    except OSError as exc:
-        problems.append(f"cannot be read as HDF5 ({exc})")
-        return report
-    with fd:
-        recorded, error = _read_settings(fd)
-        if error:
-            problems.append(error)
-        _check_settings(recorded, settings, problems)
-        groups, nested = _groups(fd, "matches0")
-        report.entries = len(groups)
-        problems += [f"{name}: holds other groups besides its matches" for name in nested]
-        for name, grp in groups:
-            if not bool(grp.attrs.get(h5.COMPLETE_ATTR, True)):
-                problems.append(f"{name}: incomplete (an interrupted write)")
-                continue
-            m = grp["matches0"]
-            if m.ndim != 1 or m.dtype.kind not in "iu":
-                problems.append(f"{name}: matches0 is {m.dtype} {m.shape}, expected (N0,) integers")
-                continue
-            values = m[()]
-            if len(values) and values.min() < -1:
-                problems.append(f"{name}: matches0 holds indices below -1")
-            scores = grp.get("matching_scores0")
-            if scores is not None and scores.shape != m.shape:
-                problems.append(f"{name}: matching_scores0 has shape {scores.shape}, expected {m.shape}")
-    if expected is not None:
+    report, groups = _verify(path, "matches", "matches0", settings, _check_match_groups)
+    if groups is not None and expected is not None:
+        problems = report.problems
         keys = {n for n, _ in groups}
         wanted = set()
         for a, b in expected:
