@@ -1,6 +1,6 @@
 """Describing one folder with the local engine and with the Ray engine (1 and 2 workers), in one run.
 
-    python bench/bench_scale.py [--num-images 200] [--size 480] [--max-keypoints 1000] [--workers 1,2]
+    python bench/bench_scale.py [--num-images 200] [--size 480] [--max-keypoints 1000] [--workers 1,2] [-o JSON]
 
 The images are crops of the shared data set's photos (``middlebury/dino-ring``, ``strecha/entry-P10``), written
 once into a temporary folder. Reported: images/s of each engine, the fixed costs of a Ray job (cluster start,
@@ -12,8 +12,10 @@ its workers share the machine's CPUs (``cpus_per_worker`` = CPUs / workers, also
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ from deepdesc import extract
 from deepdesc.engine import ray as ray_engine
 from deepdesc.engine import shards
 from deepdesc.features.image import list_images
-from deepdesc.utils import shared_dir
+from deepdesc.utils import atomic_path, shared_dir
 
 
 def make_images(folder: Path, count: int, size: int) -> None:
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts of the Ray runs")
     parser.add_argument("--unit-size", type=int, default=16)
+    parser.add_argument("-o", "--output", type=Path, default=None, help="also write JSON (docs/results/)")
     args = parser.parse_args()
     import ray
 
@@ -131,6 +134,27 @@ def main() -> None:
         for count, (wall, _, _) in runs.items():
             if count > 1:
                 print(f"scaling efficiency, {count} workers: {(n / wall) / (count * base):.2f}")
+    if args.output is not None:
+        record = {
+            "command": "python bench/bench_scale.py " + " ".join(sys.argv[1:]),
+            "data": f"{n} crops of ../shared/data/eval photos, {args.size}x{args.size * 3 // 4}",
+            "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+            "load_average": round(os.getloadavg()[0], 1),
+            "software": f"torch {torch.__version__}, ray {ray.__version__}",
+            "model": args.model,
+            "max_keypoints": args.max_keypoints,
+            "num_images": n,
+            "cluster_start_s": cluster,
+            "actor_start_s": actor_start,
+            "runs": [{"engine": "local", "workers": 0, "wall_s": local}]
+            + [
+                {"engine": "ray", "workers": c, "wall_s": w, "merge_s": m, "verify_s": v}
+                for c, (w, m, v) in runs.items()
+            ],
+        }
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,18 @@ METHODS = {
     "rootsift": "RootSIFT",
     "rootsift@16": "RootSIFT@16",
     "split4": "split4",
+    "v3.1": "v3.1",
+    "v4-seed12": "v4, seed 12",
     "default": "default",
 }
+HEADLINE = ("sift", "rootsift", "rootsift@16", "split4", "default")  # the README's columns
+# (matcher, metric, label) of the validation rows: what the default weights' ship rule compares
+VALIDATION_ROWS = (
+    ("mnn", "precision", "precision, mutual NN"),
+    ("ratio", "precision", "precision, ratio test 0.8"),
+    ("mnn", "num_correct", "correct matches per pair, mutual NN"),
+    ("mnn", "auc@10", "pose AUC@10, mutual NN"),
+)
 GROUPS = ("viewpoint", "zoom+rotation", "blur", "illumination", "all")
 MARKER = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
@@ -218,7 +228,9 @@ def _source(*records: dict[str, Any]) -> str:
 
 
 def _scene_names(summary: dict) -> list[str]:
-    return sorted({s for per in summary["mnn"].values() for s in per if s != "[all]"}, key=lambda s: s != "entry-P10")
+    return sorted(
+        {s for per in summary["mnn"].values() for s in per if s != "[all]"}, key=lambda s: (s != "entry-P10", s)
+    )
 
 
 def _scene_value(summary: dict, matcher: str, method: str, scene: str, metric: str) -> float | None:
@@ -248,7 +260,7 @@ def table_headline(results: Path) -> str:
     """The README's one table: the default against the anchors on the 3D scenes and the homographies."""
     e3d, eh = load_result("eval-3d", results), load_result("eval-homography", results)
     s3d, sh = e3d["scenes"]["summary"], eh["sequences"]["summary"]
-    methods = [m for m in _methods(list(s3d["mnn"])) if m in sh]
+    methods = [m for m in _methods(list(s3d["mnn"])) if m in sh and m in HEADLINE]
     rows = _scene_rows(s3d, methods, HEADLINE_SCENE_ROWS, count_digits=0)
     pairs = next(iter(sh.values()))["[all]"]["pairs"]
     for i, (metric, label, digits) in enumerate(SEQUENCE_ROWS[:3]):
@@ -269,6 +281,15 @@ def table_scenes(results: Path) -> str:
     rows = _scene_rows(summary, methods, SCENE_ROWS, count_digits=1)
     header = ["", *(_label(m, e3d.get("default_version", "")) for m in methods)]
     return _table(header, rows) + "\n\n" + _source(e3d)
+
+
+def table_validation(results: Path) -> str:
+    """Model card: the shipped weights and the candidates on the validation views of the training scenes."""
+    val = load_result("validation", results)
+    summary = val["scenes"]["summary"]
+    methods = list(summary["mnn"])
+    rows = _scene_rows(summary, methods, VALIDATION_ROWS, count_digits=1)
+    return _table(["", *methods], rows) + "\n\n" + _source(val)
 
 
 def _win_cell(w: dict[str, Any] | None, digits: int) -> str:
@@ -353,6 +374,27 @@ def table_speed(results: Path) -> str:
     )
 
 
+def table_scale(results: Path) -> str:
+    """README/scale docs: the local engine and the Ray engine describing one folder (``bench/bench_scale.py``)."""
+    b = load_result("bench_scale", results)
+    n = b["num_images"]
+    local = next(r["wall_s"] for r in b["runs"] if r["engine"] == "local")
+    rows = []
+    for r in b["runs"]:
+        name = "local" if r["engine"] == "local" else f"Ray, {r['workers']} worker{'s' if r['workers'] > 1 else ''}"
+        extra = [f"{r['merge_s']:.1f}", f"{r['verify_s']:.1f}"] if r["engine"] == "ray" else ["-", "-"]
+        rows.append([name, f"{r['wall_s']:.1f}", f"{n / r['wall_s']:.2f}", f"{local / r['wall_s']:.2f}", *extra])
+    header = ["engine", "wall (s)", "images/s", "vs local", "merge (s)", "verify (s)"]
+    return (
+        _table(header, rows)
+        + "\n\n"
+        + f"Fixed costs: cluster start {b['cluster_start_s']:.1f} s, actor start and model load "
+        f"{b['actor_start_s']:.1f} s per actor. Source: `{b['command']}` ({b['data']}, model {b['model']}, "
+        f"{b['max_keypoints']} keypoints) on {b['machine']} ({b['software']}), 1-minute load average "
+        f"{b['load_average']}."
+    )
+
+
 def table_model(results: Path) -> str:
     """Model card: what the packaged default file is, read from the file itself."""
     path = model_path(SUBJECT)
@@ -390,6 +432,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "homography": table_homography,
     "homography-wins": table_homography_wins,
     "speed": table_speed,
+    "validation": table_validation,
+    "scale": table_scale,
     "model": table_model,
 }
 
