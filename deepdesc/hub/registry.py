@@ -79,9 +79,9 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             name="default",
             filename="default.safetensors",
-            trained_on="synthetic pairs + castle-P30 multi-view pairs (model card)",
+            trained_on="real multi-view pairs of castle-P30, buddha, monstree and PhotoTour Notre Dame (model card)",
             license="MIT",
-            description="deepdesc's own weights (v3.1, compact net), shipped in the package",
+            description="deepdesc's own weights (v4, compact net), shipped in the package",
         ),
     )
 }
