@@ -41,6 +41,9 @@ METHODS = {
     "sift": "SIFT",
     "rootsift": "RootSIFT",
     "rootsift@16": "RootSIFT@16",
+    "split1": "split1",
+    "split2": "split2",
+    "split3": "split3",
     "split4": "split4",
     "v3.1": "v3.1",
     "v4-seed12": "v4, seed 12",
@@ -173,9 +176,41 @@ def trim_evaluate(report: dict[str, Any], subject: str = SUBJECT) -> dict[str, A
     return out
 
 
-def import_evaluate(source: Path, target: Path, command: str, data: str | None = None) -> dict[str, Any]:
-    """Write ``target``: the trimmed ``source`` results.json with its command, data and machine."""
-    report = json.loads(source.read_text())
+def merge_evaluate(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results.json from several ``deepdesc evaluate`` runs on the same data and keypoints (other methods in
+    each): their per-pair rows and summaries side by side. Runs on different data, or that repeat a method, are
+    refused."""
+    merged = json.loads(json.dumps(reports[0]))
+    for other in reports[1:]:
+        if other.get("datasets") != merged.get("datasets"):
+            raise ReportError(f"runs on different data: {merged.get('datasets')} and {other.get('datasets')}")
+        clash = set(merged.get("methods", [])) & set(other.get("methods", []))
+        if clash:
+            raise ReportError(f"runs to merge share the methods {sorted(clash)}")
+        merged["methods"] = merged.get("methods", []) + other.get("methods", [])
+        for section in ("scenes", "sequences"):
+            if (section in merged) != (section in other):
+                raise ReportError(f"only some of the runs to merge have {section!r} results")
+            if section not in merged:
+                continue
+            for key in set(merged[section]) - {"rows", "summary"}:
+                if merged[section][key] != other[section].get(key):
+                    raise ReportError(f"runs to merge differ in {section}.{key}")
+            merged[section]["rows"] += other[section]["rows"]
+            summary, extra = merged[section]["summary"], other[section]["summary"]
+            for key, value in extra.items():  # scenes: matcher -> method -> ...; sequences: method -> ...
+                if section == "scenes":
+                    summary.setdefault(key, {}).update(value)
+                else:
+                    summary[key] = value
+    return merged
+
+
+def import_evaluate(source: Path | list[Path], target: Path, command: str, data: str | None = None) -> dict[str, Any]:
+    """Write ``target``: the trimmed ``source`` results.json (or several merged) with its command, data and
+    machine."""
+    sources = source if isinstance(source, list) else [source]
+    report = merge_evaluate([json.loads(Path(s).read_text()) for s in sources])
     if not any(k in report for k in ("scenes", "sequences")):
         raise ReportError(f"{source}: expected a deepdesc evaluate results.json with 'scenes' or 'sequences'")
     info = getattr(load_model(SUBJECT), "info", {}) or {}
@@ -480,16 +515,22 @@ def update(root: Path = ROOT, results: Path = RESULTS, check: bool = False) -> d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a table differs")
-    parser.add_argument("--import-eval", nargs=2, type=Path, metavar=("RESULTS_JSON", "TARGET_JSON"))
-    parser.add_argument("--command", help="with --import-eval: the command that produced RESULTS_JSON")
+    parser.add_argument(
+        "--import-eval", nargs="+", type=Path, metavar="JSON",
+        help="RESULTS_JSON [RESULTS_JSON ...] TARGET_JSON: runs on the same data (other methods) merged into one",
+    )  # fmt: skip
+    parser.add_argument("--command", help="with --import-eval: the commands that produced the results")
     parser.add_argument("--data", help="with --import-eval: the data it ran on (default: its --dataset list)")
     args = parser.parse_args(argv)
     try:
         if args.import_eval:
             if not args.command:
                 parser.error("--import-eval needs --command (the command that produced the results)")
-            import_evaluate(*args.import_eval, command=args.command, data=args.data)
-            print(f"wrote {args.import_eval[1]}")
+            if len(args.import_eval) < 2:
+                parser.error("--import-eval needs one or more results.json files and the target")
+            *sources, target = args.import_eval
+            import_evaluate(sources, target, command=args.command, data=args.data)
+            print(f"wrote {target}")
             return 0
         changed = update(root=ROOT, results=RESULTS, check=args.check)
     except (ReportError, OSError, KeyError, json.JSONDecodeError) as exc:

@@ -111,6 +111,26 @@ def test_trim_evaluate_keeps_summaries_and_counts_pairs_won_per_scene():
     json.dumps(trimmed, allow_nan=False)
 
 
+def test_runs_with_other_methods_merge_as_one_run():
+    from deepdesc.eval.scenes import summarize_scenes
+
+    rows = _scene_rows()
+    first = [r for r in rows if r["method"] == "default"]
+    second = [r for r in rows if r["method"] == "sift"]
+    runs = [
+        {"datasets": ["strecha:x"], "methods": [m], "scenes": {"rows": part, "summary": summarize_scenes(part)}}
+        for m, part in (("default", first), ("sift", second))
+    ]
+    whole = {"datasets": ["strecha:x"], "scenes": {"rows": rows, "summary": summarize_scenes(rows)}}
+    merged = report.merge_evaluate(runs)
+    assert merged["methods"] == ["default", "sift"]
+    assert report.trim_evaluate(merged)["scenes"] == report.trim_evaluate(whole)["scenes"]
+    with pytest.raises(report.ReportError, match="share the methods"):
+        report.merge_evaluate([runs[0], runs[0]])
+    with pytest.raises(report.ReportError, match="different data"):
+        report.merge_evaluate([runs[0], {**runs[1], "datasets": ["strecha:y"]}])
+
+
 def test_cells_bold_the_best_value_as_rounded():
     assert report._cells([0.5, 0.7004, 0.7001, None], 3) == ["0.500", "**0.700**", "**0.700**", "-"]
 
