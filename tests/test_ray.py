@@ -23,13 +23,15 @@ import h5py
 import numpy as np
 import pytest
 
-from deepdesc import extract, match
+from deepdesc import extract, match, reconstruct
 from deepdesc.cli import main
 from deepdesc.engine import ray as ray_engine
 from deepdesc.engine.units import JobDir
 from deepdesc.engine.verify import verify_file
 from deepdesc.errors import OutputMismatchError
 from deepdesc.io import h5
+
+from .conftest import require_shared
 
 SIFT = {"extractor": "sift", "max_keypoints": 80}
 
@@ -237,3 +239,24 @@ def test_bad_images_are_skipped_with_the_local_warning_and_summary(cluster, tmp_
     assert main([*argv, "--workers", "1"]) == 1  # as the local command: something was skipped
     assert "3 described, 2 skipped: b.png, d.jpg" in capsys.readouterr().out
     assert h5.list_images(tmp_path / "cli.h5") == ["a.png", "c.png", "e.png"]
+
+
+def test_reconstruct_on_ray_writes_the_local_features_and_matches(cluster, tmp_path):
+    source = require_shared("data", "eval", "strecha", "entry-P10", "images")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in sorted(p.name for p in source.iterdir())[:3]:
+        image = cv2.imread(str(source / name), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(
+            str(folder / name.replace(".jpg", ".png")), cv2.resize(image, (360, 240), interpolation=cv2.INTER_AREA)
+        )
+    conf = {"extractor": "sift", "max_keypoints": 300}
+    local = reconstruct.main(folder, tmp_path / "local", extract_conf=conf, progress=False)
+    distributed = reconstruct.main(
+        folder, tmp_path / "ray", extract_conf=conf, progress=False, engine="ray", workers=1, unit_size=2
+    )
+    for name in ("features.h5", "matches.h5"):
+        _same_file(tmp_path / "local" / name, tmp_path / "ray" / name)
+    assert (tmp_path / "local" / "pairs.txt").read_text() == (tmp_path / "ray" / "pairs.txt").read_text()
+    assert distributed.num_images == local.num_images == 3
+    assert distributed.registered_images >= 2 and local.registered_images >= 2
