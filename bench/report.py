@@ -45,11 +45,13 @@ METHODS = {
     "split2": "split2",
     "split3": "split3",
     "split4": "split4",
+    "tfeat": "TFeat*",
     "v3.1": "v3.1",
+    "v4": "v4",
     "v4-seed12": "v4, seed 12",
     "default": "default",
 }
-HEADLINE = ("sift", "rootsift", "rootsift@16", "split4", "default")  # the README's columns
+HEADLINE = ("sift", "rootsift", "rootsift@16", "split4", "tfeat", "default")  # the README's columns
 # (matcher, metric, label) of the validation rows: what the default weights' ship rule compares
 VALIDATION_ROWS = (
     ("mnn", "precision", "precision, mutual NN"),
@@ -176,17 +178,34 @@ def trim_evaluate(report: dict[str, Any], subject: str = SUBJECT) -> dict[str, A
     return out
 
 
-def merge_evaluate(reports: list[dict[str, Any]]) -> dict[str, Any]:
+def _without(report: dict[str, Any], methods: set[str]) -> dict[str, Any]:
+    """``report`` with the rows and summaries of ``methods`` removed."""
+    out = json.loads(json.dumps(report))
+    out["methods"] = [m for m in out.get("methods", []) if m not in methods]
+    for section in ("scenes", "sequences"):
+        if section in out:
+            out[section]["rows"] = [r for r in out[section]["rows"] if r["method"] not in methods]
+            summary = out[section]["summary"]
+            for key in list(summary):
+                if section == "sequences" and key in methods:
+                    del summary[key]
+                elif section == "scenes":
+                    summary[key] = {m: v for m, v in summary[key].items() if m not in methods}
+    return out
+
+
+def merge_evaluate(reports: list[dict[str, Any]], replace: bool = False) -> dict[str, Any]:
     """One results.json from several ``deepdesc evaluate`` runs on the same data and keypoints (other methods in
-    each): their per-pair rows and summaries side by side. Runs on different data, or that repeat a method, are
-    refused."""
+    each): their per-pair rows and summaries side by side. Runs on different data are refused, and so are runs
+    that repeat a method unless ``replace`` (the later run's measurement of it replaces the earlier's)."""
     merged = json.loads(json.dumps(reports[0]))
     for other in reports[1:]:
         if other.get("datasets") != merged.get("datasets"):
             raise ReportError(f"runs on different data: {merged.get('datasets')} and {other.get('datasets')}")
         clash = set(merged.get("methods", [])) & set(other.get("methods", []))
-        if clash:
-            raise ReportError(f"runs to merge share the methods {sorted(clash)}")
+        if clash and not replace:
+            raise ReportError(f"runs to merge share the methods {sorted(clash)} (--replace: the later run's count)")
+        merged = _without(merged, clash)
         merged["methods"] = merged.get("methods", []) + other.get("methods", [])
         for section in ("scenes", "sequences"):
             if (section in merged) != (section in other):
@@ -206,11 +225,13 @@ def merge_evaluate(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def import_evaluate(source: Path | list[Path], target: Path, command: str, data: str | None = None) -> dict[str, Any]:
+def import_evaluate(
+    source: Path | list[Path], target: Path, command: str, data: str | None = None, replace: bool = False
+) -> dict[str, Any]:
     """Write ``target``: the trimmed ``source`` results.json (or several merged) with its command, data and
     machine."""
     sources = source if isinstance(source, list) else [source]
-    report = merge_evaluate([json.loads(Path(s).read_text()) for s in sources])
+    report = merge_evaluate([json.loads(Path(s).read_text()) for s in sources], replace=replace)
     if not any(k in report for k in ("scenes", "sequences")):
         raise ReportError(f"{source}: expected a deepdesc evaluate results.json with 'scenes' or 'sequences'")
     info = getattr(load_model(SUBJECT), "info", {}) or {}
@@ -521,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--command", help="with --import-eval: the commands that produced the results")
     parser.add_argument("--data", help="with --import-eval: the data it ran on (default: its --dataset list)")
+    parser.add_argument("--replace", action="store_true", help="with --import-eval: a later run's method replaces")
     args = parser.parse_args(argv)
     try:
         if args.import_eval:
@@ -529,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(args.import_eval) < 2:
                 parser.error("--import-eval needs one or more results.json files and the target")
             *sources, target = args.import_eval
-            import_evaluate(sources, target, command=args.command, data=args.data)
+            import_evaluate(sources, target, command=args.command, data=args.data, replace=args.replace)
             print(f"wrote {target}")
             return 0
         changed = update(root=ROOT, results=RESULTS, check=args.check)

@@ -127,6 +127,9 @@ def test_runs_with_other_methods_merge_as_one_run():
     assert report.trim_evaluate(merged)["scenes"] == report.trim_evaluate(whole)["scenes"]
     with pytest.raises(report.ReportError, match="share the methods"):
         report.merge_evaluate([runs[0], runs[0]])
+    again = report.merge_evaluate([merged, runs[1]], replace=True)  # sift measured again: the later run counts
+    assert sorted(again["methods"]) == ["default", "sift"]
+    assert report.trim_evaluate(again)["scenes"] == report.trim_evaluate(whole)["scenes"]
     with pytest.raises(report.ReportError, match="different data"):
         report.merge_evaluate([runs[0], {**runs[1], "datasets": ["strecha:y"]}])
 
