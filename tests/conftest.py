@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -16,6 +18,14 @@ ORIGINAL_MODELS = {
     "split3": "CNN3_p8_n8_split3_067000.t7",
     "split4": "CNN3_p8_n8_split4_073000.t7",
 }
+
+
+def bench_script(name: str) -> ModuleType:
+    """Import ``bench/NAME.py`` (the benchmark scripts are not a package) for testing its functions."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require_shared(*parts: str) -> Path:

@@ -3,7 +3,6 @@ files describe the software, not how it was made."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -12,17 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import bench_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _report():
-    spec = importlib.util.spec_from_file_location("report", ROOT / "bench" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _report()
+report = bench_script("report")
 
 
 # -- tables -----------------------------------------------------------------------------------------------

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import bench_script
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("ship_rule", ROOT / "bench" / "ship_rule.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ship_rule = _module()
+ship_rule = bench_script("ship_rule")
 
 
 def _summary(ref: dict, cand: dict) -> dict:
