@@ -33,14 +33,7 @@ from tqdm.auto import tqdm
 
 from .engine import ray as ray_engine
 from .features.extractor import Extractor, check_extractor_options
-from .features.image import (
-    check_image_fits,
-    image_file_size,
-    keypoints_to_original,
-    list_images,
-    load_image,
-    resize_max_side,
-)
+from .features.image import keypoints_to_original, list_images, load_resized
 from .features.sift import SIFT
 from .features.types import Features
 from .io import h5
@@ -97,13 +90,7 @@ class ResizedExtractor:
         self.conf = {**getattr(inner, "conf", {}), "resize_max": resize_max}
 
     def prepare(self, image: Any, mask: np.ndarray | None = None) -> tuple[Any, tuple[float, float], tuple[int, int]]:
-        name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
-        if isinstance(image, (str, os.PathLike)) and (header := image_file_size(image)) is not None:
-            check_image_fits(header, self.resize_max, name=name)
-        img = load_image(image)
-        size = (img.shape[1], img.shape[0])
-        check_image_fits(size, self.resize_max, name=name)
-        img, scale = resize_max_side(img, self.resize_max)
+        img, scale, size = load_resized(image, self.resize_max)
         if mask is not None and scale != (1.0, 1.0):
             raise ValueError("a mask is not supported together with resize_max for this extractor")
         return self.inner.prepare(img, mask), scale, size
@@ -260,15 +247,16 @@ def main(
                 continue
             features = describe_one(extractor, prepared, unit_norm)
             del prepared
-            norms = np.linalg.norm(features.descriptors, axis=1)
-            if not unit_norm and len(norms) and not warned_norm and np.abs(norms - 1).max() > 1e-3:
-                logger.warning(
-                    "descriptors are not unit-norm (norm %.3g..%.3g); hloc's nearest-neighbour matcher assumes "
-                    "unit vectors: pass unit_norm (--unit-norm) to normalise them",
-                    norms.min(),
-                    norms.max(),
-                )
-                warned_norm = True
+            if not (unit_norm or warned_norm) and len(features.descriptors):
+                norms = np.linalg.norm(features.descriptors, axis=1)
+                if np.abs(norms - 1).max() > 1e-3:
+                    logger.warning(
+                        "descriptors are not unit-norm (norm %.3g..%.3g); hloc's nearest-neighbour matcher assumes "
+                        "unit vectors: pass unit_norm (--unit-norm) to normalise them",
+                        norms.min(),
+                        norms.max(),
+                    )
+                    warned_norm = True
             h5.write_features(features_path, name, features.as_dict(), overwrite=replace, as_half=as_half, source=path)
             summary.described.append(name)
     stale_skipped = [n for n in summary.skipped if n in summary.recomputed]

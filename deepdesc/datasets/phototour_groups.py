@@ -61,6 +61,11 @@ DEFAULT_REGION = 32.0
 _MOSAIC = 16  # patches per mosaic row: SIFT runs on 16x16 mosaics, the size of one sheet
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
 def rootsift_patches(patches: np.ndarray, region: float = DEFAULT_REGION, progress: bool = False) -> np.ndarray:
     """RootSIFT of the centre of each patch. (N, 64, 64) uint8 -> (N, 128) float32, unit L2 rows.
 
@@ -109,8 +114,7 @@ def patch_descriptors(
     ``method``: ``rootsift`` (:func:`rootsift_patches` with ``region``) or ``deepdesc`` (``model``: a loaded
     network, registry name or path; ``None`` is the packaged default).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    _check_method(method)
     if method == "rootsift":
         return rootsift_patches(patches, region=region, progress=progress)
     chunks = []
@@ -204,8 +208,7 @@ def infer_groups(
     patches = np.asarray(patches)
     if patches.ndim != 3 or patches.shape[1:] != (PATCH_SIZE, PATCH_SIZE):
         raise ValueError(f"expected patches of shape (N, {PATCH_SIZE}, {PATCH_SIZE}), got {patches.shape}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    _check_method(method)
     threshold = DEFAULT_THRESHOLDS[method] if threshold is None else float(threshold)
     if not np.isfinite(threshold) or threshold <= 0:
         raise ValueError(f"threshold must be a positive distance (unit-length descriptors: 0..2), got {threshold}")
@@ -279,8 +282,7 @@ def recover_groups(
     Returns the data set and the point ids (N,) int64 of its N patches (:func:`infer_groups`). Errors for a
     folder without sheets or with a sheet of the wrong size come from the loader before any description.
     """
-    if method not in METHODS:  # before reading anything
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    _check_method(method)  # before reading anything
     data = PhotoTour(folder, cache_dir=cache_dir, info=False)
     if len(data) == 0:
         raise DatasetFormatError(f"{folder}: the sheets hold no patches (all black)")

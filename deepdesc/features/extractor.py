@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import cv2
@@ -12,7 +11,7 @@ from ..hub.registry import load_model
 from ..utils import merge_conf
 from . import patches as patch_ops
 from .describe import describe, describe_extracted
-from .image import check_image_fits, image_file_size, keypoints_to_original, load_image, resize_max_side
+from .image import keypoints_to_original, keypoints_to_resized, load_resized
 from .keypoints import detect_keypoints, to_cv_keypoints, to_keypoint_array
 from .types import Features
 
@@ -76,9 +75,6 @@ class Extractor:
         return self._model
 
     # -- the pieces -------------------------------------------------------------------------------
-    def _image(self, image: Any) -> np.ndarray:
-        return load_image(image, channel_order=self.conf["channel_order"])
-
     def load(self, image: Any) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
         """Image path or array -> (H', W') float32 gray image as the detector sees it (downscaled to
         ``resize_max``), the scale (sx, sy) from original to that image, and the original (width, height).
@@ -86,17 +82,7 @@ class Extractor:
         Refuses (:class:`~deepdesc.features.image.ImageTooLargeError`) an image whose description would not
         fit in memory, from the file's header before decoding where it can be read.
         """
-        resize_max = self.conf["resize_max"]
-        name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
-        if isinstance(image, (str, os.PathLike)):
-            header = image_file_size(image)
-            if header is not None:
-                check_image_fits(header, resize_max, name=name)
-        img = self._image(image)
-        size = (img.shape[1], img.shape[0])
-        check_image_fits(size, resize_max, name=name)
-        img, scale = resize_max_side(img, resize_max)
-        return img, scale, size
+        return load_resized(image, self.conf["resize_max"], channel_order=self.conf["channel_order"])
 
     def detect_array(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """(H, W) float image -> (N, 5) keypoints (x, y, size, angle, response)."""
@@ -199,14 +185,7 @@ class Extractor:
         if self.conf["upright"]:
             kpts[:, 3] = 0.0
         img, (sx, sy), _ = self.load(image)
-        if (sx, sy) != (1.0, 1.0):  # to the downscaled image's pixels (inverse of keypoints_to_original)
-            scaled = kpts.copy()
-            scaled[:, 0] = (kpts[:, 0] + 0.5) * sx - 0.5
-            scaled[:, 1] = (kpts[:, 1] + 0.5) * sy - 0.5
-            scaled[:, 2] *= 0.5 * (sx + sy)
-            desc, kept = self.describe_keypoints(img, scaled)
-        else:
-            desc, kept = self.describe_keypoints(img, kpts)
+        desc, kept = self.describe_keypoints(img, keypoints_to_resized(kpts, (sx, sy)))
         return to_cv_keypoints(kpts[kept]), desc
 
     def detectAndCompute(  # noqa: N802 - OpenCV's name

@@ -36,8 +36,10 @@ __all__ = [
     "decode_image",
     "image_file_size",
     "keypoints_to_original",
+    "keypoints_to_resized",
     "list_images",
     "load_image",
+    "load_resized",
     "read_image",
     "resize_max_side",
 ]
@@ -336,6 +338,22 @@ def resize_max_side(image: np.ndarray, resize_max: int | None) -> tuple[np.ndarr
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), (w / width, h / height)
 
 
+def load_resized(
+    image: Any, resize_max: int | None, channel_order: str = "rgb"
+) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """:func:`load_image`, refused (:class:`ImageTooLargeError`) when describing it would not fit in memory (from
+    a file's header before decoding, where it can be read), then :func:`resize_max_side`. Returns the (H', W')
+    float32 image, the scale (sx, sy) from the original to it, and the original (width, height)."""
+    name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
+    if isinstance(image, (str, os.PathLike)) and (header := image_file_size(image)) is not None:
+        check_image_fits(header, resize_max, name=name)
+    img = load_image(image, channel_order=channel_order)
+    size = (img.shape[1], img.shape[0])
+    check_image_fits(size, resize_max, name=name)
+    img, scale = resize_max_side(img, resize_max)
+    return img, scale, size
+
+
 def keypoints_to_original(keypoints: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     """(N, 5) keypoints x, y, size, angle, response found in an image resized by ``scale`` (sx, sy) -> the same
     keypoints in the original image's pixels (pixel centres at integers: x = (x' + 0.5) / sx - 0.5; sizes
@@ -348,4 +366,17 @@ def keypoints_to_original(keypoints: np.ndarray, scale: tuple[float, float]) -> 
     out[:, 1] = (out[:, 1] + 0.5) / sy - 0.5
     if out.shape[1] > 2:
         out[:, 2] /= 0.5 * (sx + sy)
+    return out
+
+
+def keypoints_to_resized(keypoints: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """The inverse of :func:`keypoints_to_original`: (N, 5) keypoints in the original's pixels -> the same in the
+    image resized by ``scale`` (sx, sy). The input itself when ``scale`` is (1, 1), else a new array."""
+    sx, sy = scale
+    if (sx, sy) == (1.0, 1.0):
+        return keypoints
+    out = np.array(keypoints, copy=True)
+    out[:, 0] = (out[:, 0] + 0.5) * sx - 0.5
+    out[:, 1] = (out[:, 1] + 0.5) * sy - 0.5
+    out[:, 2] *= 0.5 * (sx + sy)
     return out
