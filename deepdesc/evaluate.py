@@ -183,6 +183,7 @@ def main(
     report: dict[str, Any] = {"datasets": list(datasets), "methods": list(methods)}
     lines = [f"# deepdesc evaluate\n\ndatasets: {', '.join(datasets)}\n"]
     for kind, root, describers in patch_sets:
+        data = HPatches(root) if kind == "hpatches" and describers else None
         for label, describer in describers:
             if kind == "phototour":
                 result = evaluate_phototour(describer, root)
@@ -191,7 +192,7 @@ def main(
                     f"phototour {root.name} {label}: FPR95 {result['fpr95']:.4f}, PR AUC {result['pr_auc']:.4f}"
                 )
             else:
-                result = matching_task(describe_hpatches(HPatches(root), describer))
+                result = matching_task(describe_hpatches(data, describer))
                 report.setdefault("hpatches_matching", {})[label] = result
                 scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("easy", "hard", "tough", "mean") if k in result)
                 lines.append(f"HPatches matching mAP {label}: {scores}")
