@@ -437,16 +437,8 @@ def run_extract(
 def _pair_keys(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    keys: set[str] = set()
-
-    def visit(key: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and isinstance(obj.get("matches0"), h5py.Dataset):
-            if bool(obj.attrs.get(h5.COMPLETE_ATTR, True)):
-                keys.add(key)
-
     with h5py.File(path, "r") as fd:
-        fd.visititems(visit)
-    return keys
+        return set(h5.complete_groups(fd, "matches0"))
 
 
 def run_match(

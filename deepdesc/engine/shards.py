@@ -44,18 +44,6 @@ def seal_shard(tmp: Path, shard: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, shard)
 
 
-def _entries(fd: h5py.File, leaf: str) -> set[str]:
-    found: set[str] = set()
-
-    def visit(key: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and isinstance(obj.get(leaf), h5py.Dataset):
-            if bool(obj.attrs.get(h5.COMPLETE_ATTR, True)):
-                found.add(key)
-
-    fd.visititems(visit)
-    return found
-
-
 def _leaf(kind: str) -> str:
     return "matches0" if kind == "matches" else "keypoints"
 
@@ -73,7 +61,7 @@ def check_shard(path: Path, kind: str, unit: int, digest: str, settings: dict[st
                 return None
             if recorded != json.loads(json.dumps(settings, default=str)):
                 return None
-            if not set(info["entries"]) <= _entries(fd, _leaf(kind)):
+            if not set(info["entries"]) <= set(h5.complete_groups(fd, _leaf(kind))):
                 return None
     except (OSError, KeyError, ValueError, TypeError):
         return None

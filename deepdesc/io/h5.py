@@ -74,6 +74,7 @@ __all__ = [
     "check_writable",
     "clean_temp_files",
     "compact",
+    "complete_groups",
     "features_digest",
     "file_fingerprint",
     "has_image",
@@ -311,11 +312,13 @@ def read_features(path: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _image_groups(fd: h5py.File) -> dict[str, h5py.Group]:
+def complete_groups(fd: h5py.File, leaf: str = "keypoints") -> dict[str, h5py.Group]:
+    """The complete groups of an open file holding a ``leaf`` dataset: images (``keypoints``) or pairs
+    (``matches0``), by name."""
     groups: dict[str, h5py.Group] = {}
 
     def visit(key: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and isinstance(obj.get("keypoints"), h5py.Dataset) and _is_complete(obj):
+        if isinstance(obj, h5py.Group) and isinstance(obj.get(leaf), h5py.Dataset) and _is_complete(obj):
             groups[key] = obj
 
     fd.visititems(visit)
@@ -339,7 +342,7 @@ def remove_images(path: str | os.PathLike, names: list[str]) -> list[str]:
 def list_images(path: str | os.PathLike) -> list[str]:
     """Sorted names of the images with complete features (a ``keypoints`` dataset) in the file at ``path``."""
     with open_h5(path, "r") as fd:
-        return sorted(_image_groups(fd))
+        return sorted(complete_groups(fd))
 
 
 def _group_digest(grp: h5py.Group) -> str:
@@ -361,7 +364,7 @@ def image_records(path: str | os.PathLike) -> dict[str, dict[str, str | None]]:
                 "fingerprint": grp.attrs.get(FINGERPRINT_ATTR),
                 "digest": _group_digest(grp),
             }
-            for name, grp in _image_groups(fd).items()
+            for name, grp in complete_groups(fd).items()
         }
 
 
