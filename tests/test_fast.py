@@ -195,3 +195,22 @@ def test_worker_threads_give_the_same_descriptors(random_model, workers):
     out = FastDescriber(random_model, batch_size=16, workers=workers)(x)
     assert (out - _reference(random_model, x)).abs().max() <= 1e-4
     assert torch.get_num_threads() == threads  # workers set their own thread count only
+
+
+def test_pooled_patch_norm_matches_float64_reference():
+    """The fast path pools the raw patch first and normalises with the full patch's statistics."""
+    from deepdesc.nn.fast import _pooled_patch_norm
+    from deepdesc.nn.layers import normalize_patches
+
+    gen = torch.Generator().manual_seed(3)
+    varied = torch.rand(8, 1, 64, 64, generator=gen) * 255
+    low_contrast = 200 + torch.rand(4, 1, 64, 64, generator=gen) * 0.01  # std ~0.003 on a large mean
+    constant = torch.full((2, 1, 64, 64), 37.0)
+    x = torch.cat([varied, low_contrast, constant])
+    expected = torch.nn.functional.avg_pool2d(normalize_patches(x.double(), "patch"), 2)
+    got = _pooled_patch_norm(x)
+    assert got.shape == (14, 1, 32, 32) and got.dtype == torch.float32
+    # float32 rounding of a 2x2 sum near 800 is ~6e-5 / 4: the bound for the low-contrast patches
+    assert torch.allclose(got[:8].double(), expected[:8], atol=1e-6, rtol=0)
+    assert torch.allclose(got.double(), expected, atol=5e-5, rtol=0)
+    assert torch.equal(got[-2:], torch.zeros(2, 1, 32, 32))

@@ -186,6 +186,20 @@ class PreparedNet(torch.nn.Module):
         return x
 
 
+def _pooled_patch_norm(x: torch.Tensor) -> torch.Tensor:
+    """``avg_pool2d(normalize_patches(x, "patch"), 2)`` in a third of the time. (B, 1, 64, 64) -> (B, 1, 32, 32).
+
+    The 2x2 average is linear, so the raw patch is pooled first and only a quarter of the values are
+    normalised, with the mean and standard deviation of the full patch. The variance is two-pass
+    (``sum((x - mean)^2)``): ATen's ``std`` kernel is several times slower on these small rows.
+    """
+    flat = x.reshape(x.shape[0], -1)
+    mean = flat.mean(dim=1, keepdim=True)
+    var = (flat - mean).square_().sum(dim=1, keepdim=True).div_(flat.shape[1] - 1)
+    shape = (x.shape[0], 1, 1, 1)
+    return F.avg_pool2d(x, 2).sub_(mean.view(shape)).div_(var.sqrt_().add_(1.0).view(shape))
+
+
 class _UniformPrecisionNet(torch.nn.Module):
     """What :class:`PreparedCompactNet` and :class:`PreparedTFeatNet` share: the network's conf, the compute
     ``dtype`` (all layers), the ``inplace`` / ``channels_last`` flags and the float32 input maps."""
@@ -205,7 +219,11 @@ class _UniformPrecisionNet(torch.nn.Module):
     def _pooled_input(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 64, 64) raw intensities -> the normalised, 2x2-average-pooled (B, 1, 32, 32) input in
         ``dtype`` (NHWC strides with ``channels_last``)."""
-        x = F.avg_pool2d(normalize_patches(x.float(), self.conf["input_norm"], self.mean, self.inv_std), 2)
+        x = x.float()
+        if self.conf["input_norm"] == "patch":
+            x = _pooled_patch_norm(x)
+        else:
+            x = F.avg_pool2d(normalize_patches(x, self.conf["input_norm"], self.mean, self.inv_std), 2)
         if self.channels_last:  # NHWC strides for one channel (see PreparedNet.forward)
             x = x.reshape(x.shape[0], POOLED_SIZE, POOLED_SIZE, 1).permute(0, 3, 1, 2)
         return x.to(self.dtype)
