@@ -23,7 +23,7 @@ from deepdesc.train.trainer import validation_scores
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/default.toml")
+    parser.add_argument("--config", required=True, help="the training config whose held-out images to use")
     parser.add_argument("models", nargs="+", help="PATH@REGION,BLUR")
     args = parser.parse_args()
     base = load_config(args.config)
