@@ -136,7 +136,7 @@ def _cmd_colmap(args: argparse.Namespace) -> int:
         _extractor_conf(args), args.image_dir, args.database, ratio=args.ratio, overwrite=args.overwrite
     )
     print(f"wrote {args.database}: {stats}")
-    return 0
+    return 1 if stats.skipped else 0  # as describe: a skipped image is a failure the caller should see
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -155,7 +155,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         **_engine_kwargs(args),
     )
     print(summary)
-    return 0
+    return 1 if summary.skipped else 0
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict:

@@ -66,10 +66,15 @@ class ExtractSummary:
         text = f"{total} images, {len(self.existing)} already in {self.features_path}, {len(self.described)} described"
         if self.recomputed:
             text += f" ({len(self.recomputed)} of them again: their file differs from the one described before)"
-        if self.skipped:
-            names = ", ".join(list(self.skipped)[:5]) + (", ..." if len(self.skipped) > 5 else "")
-            text += f", {len(self.skipped)} skipped: {names}"
-        return text
+        return text + skipped_text(self.skipped)
+
+
+def skipped_text(skipped: dict[str, str]) -> str:
+    """``", 2 skipped: a.jpg, b.png"`` (at most 5 names), or "" when nothing was skipped."""
+    if not skipped:
+        return ""
+    names = ", ".join(list(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+    return f", {len(skipped)} skipped: {names}"
 
 
 def _resolve(conf: dict[str, Any] | str) -> dict[str, Any]:

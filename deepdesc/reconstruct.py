@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from .matching.nearest_neighbor import match_descriptors
 from .matching.verify import estimate_fundamental
 from .utils import atomic_path, check_output_location, logger
 
-__all__ = ["MANIFEST", "ReconstructionError", "ReconstructionSummary", "main", "write_database"]
+__all__ = ["MANIFEST", "DatabaseSummary", "ReconstructionError", "ReconstructionSummary", "main", "write_database"]
 
 #: What :func:`main` wrote in its output folder (database, pairs file, model folders): it replaces only these.
 MANIFEST = ".deepdesc-reconstruct.json"
@@ -61,13 +61,29 @@ class ReconstructionSummary:
     points3d: int
     mean_track_length: float
     mean_reprojection_error: float  # pixels
+    #: unreadable images left out (name -> reason); ``num_images`` counts the others
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return (
             f"registered {self.registered_images}/{self.num_images} images, {self.points3d} 3D points, "
             f"mean track length {self.mean_track_length:.2f}, mean reprojection error "
             f"{self.mean_reprojection_error:.3f} px -> {self.model_path}"
-        )
+        ) + extract.skipped_text(self.skipped)
+
+
+@dataclass
+class DatabaseSummary:
+    """What :func:`write_database` wrote: images, pairs, verified matches, and the images skipped (name -> reason)."""
+
+    images: int
+    pairs: int
+    verified_matches: int
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        text = f"{self.images} images, {self.pairs} pairs, {self.verified_matches} verified matches"
+        return text + extract.skipped_text(self.skipped)
 
 
 @contextlib.contextmanager
@@ -184,11 +200,11 @@ def write_database(
     pairs: str = "exhaustive",
     overwrite: bool = False,
     progress: bool = True,
-) -> str:
+) -> DatabaseSummary:
     """Features and fundamental-verified matches of every pair of a folder into a new COLMAP database.
 
-    Unreadable images are skipped with a warning (as :func:`deepdesc.extract.main` does) and named in the
-    returned summary line. ``database`` may lie inside ``image_dir`` but must not be, or contain, it or an image.
+    Unreadable images are skipped with a warning (as :func:`deepdesc.extract.main` does) and listed in the
+    returned summary. ``database`` may lie inside ``image_dir`` but must not be, or contain, it or an image.
     """
     _check_ratio(ratio)
     image_dir, database = Path(image_dir), Path(database)
@@ -223,10 +239,7 @@ def write_database(
         matches[(a, b)], masks[(a, b)] = m, inliers
     export_to_colmap(database, image_dir, features, matches, verified=True, inlier_masks=masks, overwrite=overwrite)
     verified = sum(int(v.sum()) for v in masks.values())
-    text = f"{len(features)} images, {len(matches)} pairs, {verified} verified matches"
-    if skipped:
-        text += f", {len(skipped)} skipped: " + ", ".join(list(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
-    return text
+    return DatabaseSummary(len(features), len(matches), verified, skipped)
 
 
 def main(
@@ -317,6 +330,7 @@ def main(
         points3d=best.num_points3D(),
         mean_track_length=float(best.compute_mean_track_length()),
         mean_reprojection_error=float(best.compute_mean_reprojection_error()),
+        skipped=dict(summary.skipped),
     )
 
 

@@ -194,7 +194,7 @@ def test_colmap_skips_unreadable_images(tmp_path, capsys, caplog):
     with caplog.at_level(logging.WARNING, logger="deepdesc"):
         code = main(["colmap", str(images), "--database", str(db), "--model", "sift", "--max-keypoints", "100"])
     out = capsys.readouterr().out
-    assert code == 0 and "3 images" in out and "1 skipped: broken.png" in out
+    assert code == 1 and "3 images" in out and "1 skipped: broken.png" in out  # as describe
     assert any("skipped broken.png" in r.getMessage() for r in caplog.records)
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 3

@@ -10,6 +10,7 @@ images and 3D points; mapping is seeded and, here, single-threaded).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -292,3 +293,13 @@ def test_an_interrupted_exports_temporaries_are_removed_and_bad_databases_detect
     (tmp_path / "cut.db").write_bytes(data[: len(data) // 2])
     with pytest.raises(DatabaseCheckError, match="cut.db"):
         check_database(tmp_path / "cut.db", num_images=2)
+
+
+def test_an_unreadable_image_is_left_out_and_the_exit_code_says_so(images, tmp_path, capsys):
+    folder = tmp_path / "images"
+    shutil.copytree(images, folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    code = main(["reconstruct", str(folder), "-o", str(tmp_path / "rec"), *OPTIONS])
+    printed = capsys.readouterr().out
+    assert code == 1  # as describe: the reconstruction exists, but an image was left out
+    assert f"registered {len(VIEWS)}/{len(VIEWS)} images" in printed and "1 skipped: broken.png" in printed
