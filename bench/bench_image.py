@@ -5,8 +5,11 @@ process, interleaved round by round so that machine load hits them alike; median
 breakdown of deepdesc's stages (detect, patches, describe). Writes a JSON record (command, data, machine,
 numbers) for ``bench/report.py``.
 
-    python bench/bench_image.py [--model default] [--repeats 7] [--precision fp32|bf16] \
+    python bench/bench_image.py [--model default] [--repeats 7] [--precision fp32|bf16] [--compare-bf16] \
         [-o docs/results/bench_image.json]
+
+``--compare-bf16`` adds the same extractor with ``precision="bf16"`` to the rounds (and its largest descriptor
+difference from float32 on this image's patches).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
     parser.add_argument("--keypoints", type=int, default=2000)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--compare-bf16", action="store_true", help="also time the extractor in bfloat16 (CPU) in the same rounds"
+    )
     parser.add_argument("-o", "--output", type=Path, default=None, help="JSON record to write (default: none)")
     args = parser.parse_args()
     if args.repeats < 1 or args.keypoints < 1:
@@ -59,6 +65,10 @@ def main() -> None:
         "patches": lambda: extractor.cut_patches(image, kpts),
         "describe": lambda: extractor.describe_patches(patches),
     }
+    bf16 = None
+    if args.compare_bf16:
+        bf16 = deepdesc.Extractor(model=args.model, max_keypoints=args.keypoints, precision="bf16")
+        timed["deepdesc_bf16"] = lambda: bf16.detectAndCompute(gray)
     for fn in timed.values():  # warm-up: model load, allocations
         fn()
     load_before = os.getloadavg()[0]
@@ -81,6 +91,10 @@ def main() -> None:
         "ms": {k: round(v, 1) for k, v in times.items()},
         "ratio_deepdesc_over_sift": round(times["deepdesc"] / times["sift"], 2),
     }
+    if bf16 is not None:
+        exact, low = extractor.describe_patches(patches), bf16.describe_patches(patches)
+        record["ratio_bf16_over_sift"] = round(times["deepdesc_bf16"] / times["sift"], 2)
+        record["bf16_max_abs_difference"] = float(f"{float(abs(exact - low).max()):.2g}")
     print(
         f"image {gray.shape[1]}x{gray.shape[0]}, {len(kpts)} keypoints (SIFT {len(sift_desc)}), model {args.model}, "
         f"{record['machine']}, precision {args.precision}"
@@ -90,6 +104,11 @@ def main() -> None:
     print(f"deepdesc   {times['deepdesc']:8.1f} ms/image (Extractor.detectAndCompute)")
     print(f"SIFT       {times['sift']:8.1f} ms/image (cv2.SIFT detectAndCompute)")
     print(f"ratio deepdesc / SIFT: {record['ratio_deepdesc_over_sift']:.2f}x")
+    if bf16 is not None:
+        print(
+            f"bf16: {times['deepdesc_bf16']:.1f} ms/image, {record['ratio_bf16_over_sift']:.2f}x SIFT; descriptors "
+            f"differ from fp32 by at most {record['bf16_max_abs_difference']:.2g} (unit-length vectors)"
+        )
     if args.output is not None:
         with atomic_path(args.output) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")

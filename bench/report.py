@@ -418,8 +418,15 @@ def table_speed(results: Path) -> str:
         [f"deepdesc: describe ({n / ms['describe'] * 1e3:,.0f} patches/s)", f"{ms['describe']:.0f}"],
         ["**deepdesc, `Extractor().detectAndCompute`**", f"**{ms['deepdesc']:.0f}**"],
         ["OpenCV SIFT, `detectAndCompute`", f"{ms['sift']:.0f}"],
-        ["deepdesc / SIFT", f"{b['ratio_deepdesc_over_sift']:.1f}x"],
+        ["deepdesc / SIFT", f"{b['ratio_deepdesc_over_sift']:.2f}x"],
     ]
+    if "ratio_bf16_over_sift" in b:
+        rows.append(
+            [
+                f'the same with `precision="bf16"` / SIFT (descriptors within {b["bf16_max_abs_difference"]:.1g})',
+                f"{ms['deepdesc_bf16']:.0f} ms, {b['ratio_bf16_over_sift']:.2f}x",
+            ]
+        )
     model = f"{b['model']} v{b['model_version']}" if b.get("model_version") else b["model"]
     header = [f"one {size} image, {n:,} keypoints, {model}, {b['precision']}", "ms"]
     return (

@@ -159,15 +159,23 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict:
-    """``engine`` and, for Ray, its options, from ``--engine/--workers/--gpus-per-worker/--address``."""
+    """``engine`` and, for Ray, its options, from ``--engine/--workers/--gpus-per-worker/--address/--unit-size``."""
     if args.engine == "local":
-        for flag, value in (("--workers", args.workers), ("--gpus-per-worker", args.gpus_per_worker)):
+        for flag, value in (
+            ("--workers", args.workers),
+            ("--gpus-per-worker", args.gpus_per_worker),
+            ("--address", args.address),
+            ("--unit-size", args.unit_size),
+        ):
             if value is not None:
                 raise ValueError(f"{flag} needs --engine ray")
-        if args.address is not None:
-            raise ValueError("--address needs --engine ray")
         return {}
-    options = {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "address": args.address}
+    options = {
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "address": args.address,
+        "unit_size": args.unit_size,
+    }
     return {"engine": args.engine, **{k: v for k, v in options.items() if v is not None}}
 
 
@@ -287,6 +295,9 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="Ray actors (default: as many as the cluster's CPUs or GPUs fit)")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per Ray actor (default 0: CPU)")
     parser.add_argument("--address", help="Ray cluster to join, e.g. auto (default: start a local one)")
+    parser.add_argument(
+        "--unit-size", type=int, help="images (describe) or pairs (matching) per Ray unit (default 32 / 512)"
+    )
 
 
 def _add_model_arg(parser: argparse.ArgumentParser, default: str = "default") -> None:

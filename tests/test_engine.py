@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import cv2
 import h5py
@@ -181,3 +182,23 @@ def test_a_unit_reported_done_without_its_shard_is_an_error(features, tmp_path):
         ray_engine._check_written(job, "features", 0, "d0", settings)
     _shard(features, job.root, 0)
     ray_engine._check_written(job, "features", 0, "d0", settings)  # there: no error
+
+
+def test_cli_passes_the_ray_options_through(folder, tmp_path, monkeypatch, capsys):
+    assert main(["describe", str(folder), "-o", str(tmp_path / "f.h5"), "--unit-size", "4"]) == 2
+    assert "--unit-size needs --engine ray" in capsys.readouterr().err
+    seen = {}
+
+    def fake_main(conf, images, output, **kwargs):
+        seen.update(kwargs)
+        return extract.ExtractSummary(Path(output))
+
+    monkeypatch.setattr(extract, "main", fake_main)
+    ray_args = ["--engine", "ray", "--workers", "3", "--unit-size", "4", "--address", "auto"]
+    assert main(["describe", str(folder), "-o", str(tmp_path / "f.h5"), *ray_args]) == 0
+    assert {k: seen[k] for k in ("engine", "workers", "unit_size", "address")} == {
+        "engine": "ray",
+        "workers": 3,
+        "unit_size": 4,
+        "address": "auto",
+    }
