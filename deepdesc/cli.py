@@ -152,6 +152,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         camera_model=args.camera_model,
         text=args.text,
         overwrite=args.overwrite,
+        mapper_threads=args.mapper_threads,
         **_engine_kwargs(args),
     )
     print(summary)
@@ -379,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-camera", action="store_true", help="all images share one camera")
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
     p.add_argument("--text", action="store_true", help="also write the model as text files")
+    p.add_argument(
+        "--mapper-threads",
+        type=int,
+        help="threads of incremental mapping (default: all); 1 gives the same model on every run",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",

@@ -254,6 +254,7 @@ def main(
     progress: bool = True,
     verbose: bool = False,
     overwrite: bool = False,
+    mapper_threads: int | None = None,
     engine: str = "local",
     **engine_options: Any,
 ) -> ReconstructionSummary:
@@ -264,11 +265,14 @@ def main(
     which starts them again); the database and the model are rebuilt each time. Options, image names and
     formats are checked before any image is described. Raises :class:`ReconstructionError` when nothing
     registers, ``KeyboardInterrupt`` on Ctrl-C (also during COLMAP's steps; the output stays resumable).
-    ``verbose`` shows COLMAP's own log lines. ``engine="ray"`` describes and matches on a Ray cluster
-    (``engine_options`` as for :func:`deepdesc.extract.main`).
+    ``verbose`` shows COLMAP's own log lines. ``mapper_threads``: threads of incremental mapping (default: all
+    cores); with 1 (and the fixed seed used here) a rerun gives the same model. ``engine="ray"`` describes and
+    matches on a Ray cluster (``engine_options`` as for :func:`deepdesc.extract.main`).
     """
     pycolmap = import_pycolmap("deepdesc reconstruct")
     image_dir, out = Path(image_dir), Path(out_dir)
+    if mapper_threads is not None and not (type(mapper_threads) is int and mapper_threads >= 1):
+        raise ValueError(f"mapper_threads must be a positive integer, got {mapper_threads!r}")
     camera_model_id(pycolmap, camera_model)
     match_options = match.confs[match_conf] if isinstance(match_conf, str) else match_conf
     _check_ratio(match_options.get("ratio"))
@@ -321,7 +325,7 @@ def main(
             descriptor_format=None, overwrite=True, cameras=cameras, verify_pairs=pairs_path,
             verify_options=verify_options,
         )  # fmt: skip
-    best_id, best = _map(pycolmap, database, image_dir, out, manifest, len(names), text, verbose)
+    best_id, best = _map(pycolmap, database, image_dir, out, manifest, len(names), text, verbose, mapper_threads)
     best_path = sparse / "0"
     return ReconstructionSummary(
         model_path=best_path,
@@ -336,7 +340,7 @@ def main(
 
 def _map(
     pycolmap: Any, database: Path, image_dir: Path, out: Path, manifest: dict[str, Any], num_images: int,
-    text: bool, verbose: bool,
+    text: bool, verbose: bool, threads: int | None = None,
 ) -> tuple[int, Any]:  # fmt: skip
     """Incremental mapping into a temporary folder, then the models into ``sparse/`` (the largest as ``0``)."""
     sparse = out / "sparse"
@@ -344,6 +348,8 @@ def _map(
     try:
         options = pycolmap.IncrementalPipelineOptions()
         options.random_seed = 0
+        if threads is not None:
+            options.num_threads = int(threads)
         with _colmap_log(pycolmap, verbose):
             models = run_interruptible(pycolmap.incremental_mapping, database, image_dir, tmp, options)
         if not models:

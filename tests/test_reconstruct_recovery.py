@@ -303,3 +303,19 @@ def test_an_unreadable_image_is_left_out_and_the_exit_code_says_so(images, tmp_p
     printed = capsys.readouterr().out
     assert code == 1  # as describe: the reconstruction exists, but an image was left out
     assert f"registered {len(VIEWS)}/{len(VIEWS)} images" in printed and "1 skipped: broken.png" in printed
+
+
+def test_mapper_threads_reach_the_mapper_and_bad_values_stop_before_any_work(images, tmp_path, capsys, monkeypatch):
+    code = main(["reconstruct", str(images), "-o", str(tmp_path / "bad"), *OPTIONS, "--mapper-threads", "0"])
+    assert code == 2 and "mapper_threads must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    seen = []
+    mapping = pycolmap.incremental_mapping
+
+    def recording(database, images, output, options, **kwargs):
+        seen.append(options.num_threads)
+        return mapping(database, images, output, options, **kwargs)
+
+    monkeypatch.setattr(pycolmap, "incremental_mapping", recording)
+    assert main(["reconstruct", str(images), "-o", str(tmp_path / "rec"), *OPTIONS, "--mapper-threads", "1"]) == 0
+    assert seen == [1]
