@@ -264,25 +264,15 @@ def main(
             cache[name] = h5.read_features(features_path, name)
         return cache[name]
 
-    stale, written = 0, 0
-    for name0, name1 in tqdm(pairs, desc="match", unit="pair", disable=not progress):
+    todo = h5.pairs_to_match(matches_path, pairs, records, overwrite)
+    for name0, name1 in tqdm(todo, desc="match", unit="pair", disable=not progress):
         digests = (records[name0]["digest"], records[name1]["digest"])
-        if not overwrite:
-            recorded = h5.pair_record(matches_path, name0, name1)
-            if recorded is not None and recorded == digests:
-                continue
-            stale += recorded is not None  # matched from other features (or unrecorded ones): match again
         matches, scores = match_pair(conf, features(name0), features(name1))
         n0 = len(features(name0)["keypoints"])
         h5.write_matches(
             matches_path, name0, name1, matches, scores, num_keypoints0=n0, overwrite=True, features_digests=digests
         )
-        written += 1
-    if stale:
-        logger.warning(
-            "%s: matched %d pair(s) again whose features changed since they were matched", matches_path, stale
-        )
-    if written:
+    if todo:
         h5.compact(matches_path)
     return Path(matches_path)
 

@@ -237,6 +237,32 @@ def test_matches_roundtrip_and_reversed_lookup(tmp_path):
         read_matches(path, "a/x.jpg", "c.jpg")
 
 
+def test_pairs_to_match_reads_the_file_once_and_finds_new_stale_and_reversed_pairs(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "m.h5"
+    records = {name: {"digest": f"d-{name}"} for name in ("a", "b", "c", "d")}
+    m = np.array([[0, 1]])
+    write_matches(path, "a", "b", m, features_digests=("d-a", "d-b"))  # current
+    write_matches(path, "c", "a", m, features_digests=("d-c", "d-a"))  # current, stored the other way round
+    write_matches(path, "b", "c", m, features_digests=("old", "d-c"))  # b changed since
+    pairs = [("a", "b"), ("a", "c"), ("b", "c"), ("c", "d")]
+    assert io_h5.pair_records(path, pairs) == {
+        ("a", "b"): ("d-a", "d-b"),
+        ("a", "c"): ("d-a", "d-c"),
+        ("b", "c"): ("old", "d-c"),
+        ("c", "d"): None,
+    }
+    assert all(io_h5.pair_record(path, *pair) == io_h5.pair_records(path, [pair])[pair] for pair in pairs)
+    opened = []
+    real_open = io_h5.open_h5
+    monkeypatch.setattr(io_h5, "open_h5", lambda *args, **kwargs: opened.append(args) or real_open(*args, **kwargs))
+    with caplog.at_level("WARNING", logger="deepdesc"):
+        assert io_h5.pairs_to_match(path, pairs, records, overwrite=False) == [("b", "c"), ("c", "d")]
+    assert len(opened) == 1
+    assert "matched 1 pair(s) again" in caplog.text
+    assert io_h5.pairs_to_match(path, pairs, records, overwrite=True) == pairs
+    assert io_h5.pairs_to_match(tmp_path / "none.h5", pairs, records, overwrite=False) == pairs
+
+
 def test_matches_empty_and_errors(tmp_path):
     path = tmp_path / "matches.h5"
     write_matches(path, "a.jpg", "b.jpg", np.zeros((0, 2), np.int64))

@@ -462,18 +462,7 @@ def run_match(
     unit_size = _check_options("matches", unit_size, cpus_per_worker, gpus_per_worker)
     features_path, matches_path = Path(features_path).absolute(), Path(matches_path).absolute()
     h5.check_settings(matches_path, settings, overwrite=overwrite)
-    todo: list[tuple[str, str]] = []
-    stale = 0
-    for a, b in pairs:  # what the local engine matches: new pairs, and pairs whose features changed
-        digests = (records[a]["digest"], records[b]["digest"])
-        recorded = None if overwrite else h5.pair_record(matches_path, a, b)
-        if overwrite or recorded != digests:
-            todo.append((a, b))
-            stale += recorded is not None
-    if stale:
-        logger.warning(
-            "%s: matched %d pair(s) again whose features changed since they were matched", matches_path, stale
-        )
+    todo = h5.pairs_to_match(matches_path, pairs, records, overwrite)  # what the local engine matches
     job = JobDir(matches_path)
     if not todo:
         job.remove()

@@ -57,7 +57,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,8 @@ __all__ = [
     "names_to_pair",
     "open_h5",
     "pair_record",
+    "pair_records",
+    "pairs_to_match",
     "read_features",
     "read_matches",
     "read_settings",
@@ -404,15 +406,43 @@ def has_matches(path: str | os.PathLike, name0: str, name1: str) -> bool:
 def pair_record(path: str | os.PathLike, name0: str, name1: str) -> tuple[str | None, str | None] | None:
     """The features digests a stored pair was matched from, in the order (name0, name1) asked for (None where
     not recorded); None when the pair is not in the file."""
+    return pair_records(path, [(name0, name1)])[(name0, name1)]
+
+
+def pair_records(
+    path: str | os.PathLike, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str | None, str | None] | None]:
+    """:func:`pair_record` of each pair, reading the file once."""
+    pairs = list(pairs)
+    out: dict[tuple[str, str], tuple[str | None, str | None] | None] = dict.fromkeys(pairs)
     if not os.path.exists(path):
-        return None
+        return out
     with open_h5(path, "r") as fd:
-        found = _find_pair(fd, name0, name1)
-        if found is None:
-            return None
-        key, reverse = found
-        d0, d1 = (_attr_str(fd[key].attrs.get(a)) for a in FEATURES_ATTRS)
-    return (d1, d0) if reverse else (d0, d1)
+        for name0, name1 in pairs:
+            found = _find_pair(fd, name0, name1)
+            if found is not None:
+                key, reverse = found
+                d0, d1 = (_attr_str(fd[key].attrs.get(a)) for a in FEATURES_ATTRS)
+                out[(name0, name1)] = (d1, d0) if reverse else (d0, d1)
+    return out
+
+
+def pairs_to_match(
+    matches_path: str | os.PathLike, pairs: list[tuple[str, str]], records: dict[str, dict[str, Any]], overwrite: bool
+) -> list[tuple[str, str]]:
+    """The pairs a matching job must do: all with ``overwrite``, else those not in the matches file and those matched
+    from other features than the ones ``records`` (:func:`image_records` of the features file) hold now (with a
+    warning)."""
+    if overwrite:
+        return list(pairs)
+    recorded = pair_records(matches_path, pairs)
+    todo = [(a, b) for a, b in pairs if recorded[(a, b)] != (records[a]["digest"], records[b]["digest"])]
+    stale = sum(recorded[pair] is not None for pair in todo)  # matched from other (or unrecorded) features
+    if stale:
+        logger.warning(
+            "%s: matched %d pair(s) again whose features changed since they were matched", matches_path, stale
+        )
+    return todo
 
 
 def write_matches(
