@@ -35,7 +35,7 @@ from .eval.homography import evaluate_sequences, format_table, plot_results, usa
 from .eval.hpatches import describe_hpatches, matching_task
 from .eval.phototour import evaluate_phototour
 from .eval.scenes import MATCHERS, evaluate_scenes, format_scene_table, pair_wins, plot_pose_curves
-from .utils import atomic_path
+from .utils import atomic_path, logger
 
 __all__ = ["DATASET_KINDS", "main"]
 
@@ -174,6 +174,11 @@ def main(
             keys = [m.spec if Method.parse(m.spec).name == m.name else m.name for m in parsed]
             describers = [(key, _patch_describer(m, spec)) for key, m in zip(keys, parsed)]
             patch_sets.append((kind, root, describers))
+    if patch_sets and not (sequences or scenes) and (region_scale is not None or blur_sigma is not None):
+        logger.warning(
+            "--region-scale/--blur-sigma apply where patches are cut from images; the patch data sets given are "
+            "already cut, so they are ignored"
+        )
     if sequences and not any(usable_pairs(seq, warn=False) for seq in sequences):
         raise DatasetFormatError(
             f"no pair to evaluate: every homography of {', '.join(s.name for s in sequences)} is singular"

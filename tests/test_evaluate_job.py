@@ -191,3 +191,10 @@ def test_patch_benchmarks_accept_sift(tmp_path):
     with pytest.raises(ValueError, match=r"phototour.*sift@12.*fixes the measured region"):
         evaluate.main(datasets[:1], ["sift@12"], tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
+
+
+def test_patch_options_on_patch_data_sets_alone_are_said_to_be_ignored(tmp_path, caplog):
+    make_phototour(tmp_path / "liberty", n_patches=30, n_pairs=10)
+    with caplog.at_level("WARNING", logger="deepdesc"):
+        evaluate.main([f"phototour:{tmp_path / 'liberty'}"], ["sift"], tmp_path / "out", region_scale=12.0)
+    assert "--region-scale/--blur-sigma apply where patches are cut from images" in caplog.text
