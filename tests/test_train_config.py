@@ -68,6 +68,16 @@ def test_typos_in_every_table_get_a_suggestion(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("name,text", [("empty.toml", ""), ("comments.toml", "# nothing yet\n"), ("empty.yaml", "")])
+def test_an_empty_config_file_is_refused_not_run_as_the_paper_preset(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{path}: the config is empty"):
+        load_config(path)
+    (tmp_path / "preset.toml").write_text('preset = "paper"\n')
+    assert load_config(tmp_path / "preset.toml")["preset"] == "paper"
+
+
 def test_cli_rejects_a_model_typo_with_exit_code_2(tmp_path):
     argv = ["train", *[x for item in _tiny(tmp_path) for x in ("--set", item)], "--set", "model.l2_normalise=false"]
     result = subprocess.run(

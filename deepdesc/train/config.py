@@ -499,6 +499,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     if path is not None:
         path = Path(path)
         raw = _read_yaml(path) if path.suffix.lower() in (".yaml", ".yml") else _read_toml(path)
+        if not raw:  # an empty or truncated file would otherwise run the whole paper preset unnoticed
+            raise ConfigError(f'{path}: the config is empty; give at least preset = "paper" or "hardnet"')
     overrides = overrides or {}
     file_raw = raw
 
