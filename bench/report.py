@@ -49,6 +49,7 @@ METHODS = {
     "v3.1": "v3.1",
     "v4": "v4",
     "v4-seed12": "v4, seed 12",
+    "v4.1": "v4.1",
     "default": "default",
 }
 HEADLINE = ("sift", "rootsift", "rootsift@16", "split4", "tfeat", "default")  # the README's columns
@@ -477,12 +478,11 @@ def table_model(results: Path) -> str:
         ["output", f"{net.descriptor_size} float32, L2-normalised" if conf.get("l2_normalize") else "float32"],
         ["training data", str(info.get("training_data", ""))],
         ["recipe", str(info.get("provenance", ""))],
-        [
-            "validation (held-out training-split pairs)",
-            f"precision@1 {info.get('validation_precision_at_1', '-')}, FPR95 {info.get('validation_fpr95', '-')}",
-        ],
-        ["licence", str(info.get("license", ""))],
     ]
+    if "validation_precision_at_1" in info:  # weights straight from a training run (not, e.g., averaged ones)
+        scores = f"precision@1 {info['validation_precision_at_1']}, FPR95 {info.get('validation_fpr95', '-')}"
+        rows.append(["validation (held-out training-split pairs)", scores])
+    rows.append(["licence", str(info.get("license", ""))])
     return (
         _table(["", "read from the packaged file"], rows, align="---") + "\n\nSource: the file's metadata and weights."
     )
