@@ -31,12 +31,12 @@ def average(paths: list[Path]) -> torch.nn.Module:
     for other, path in zip(models[1:], paths[1:]):
         if other.conf != first.conf or other.state_dict().keys() != first.state_dict().keys():
             raise SystemExit(f"{path}: another architecture or config than {paths[0]}")
-    state = first.state_dict()
+    states = [m.state_dict() for m in models]
     averaged = {
-        key: torch.stack([m.state_dict()[key].double() for m in models]).mean(0).to(value.dtype)
+        key: torch.stack([state[key].double() for state in states]).mean(0).to(value.dtype)
         if value.is_floating_point()
         else value
-        for key, value in state.items()
+        for key, value in states[0].items()
     }
     first.load_state_dict(averaged)
     return first

@@ -500,7 +500,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         path = Path(path)
         raw = _read_yaml(path) if path.suffix.lower() in (".yaml", ".yml") else _read_toml(path)
         if not raw:  # an empty or truncated file would otherwise run the whole paper preset unnoticed
-            raise ConfigError(f'{path}: the config is empty; give at least preset = "paper" or "hardnet"')
+            presets = " or ".join(f'"{name}"' for name in sorted(PRESETS))
+            raise ConfigError(f"{path}: the config is empty; give at least preset = {presets}")
     overrides = overrides or {}
     file_raw = raw
 
