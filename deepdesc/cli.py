@@ -55,6 +55,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 130 if summary["interrupted"] else 0
 
 
+def _cmd_whiten(args: argparse.Namespace) -> int:
+    from .train.whitening import whiten
+
+    summary = whiten(
+        args.model,
+        args.config,
+        args.output,
+        power=args.power,
+        shrinkage=args.shrinkage,
+        num_pairs=args.pairs,
+        seed=args.seed,
+        half=args.half,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def _extractor_conf(args: argparse.Namespace) -> dict:
     """The extract conf of the extractor options: ``--model sift|rootsift`` selects OpenCV SIFT."""
     conf: dict = {"max_keypoints": args.max_keypoints, "upright": args.upright, "region_scale": args.region_scale}
@@ -491,6 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="TABLE.KEY=VALUE", help="override a config value, e.g. optim.lr=0.001"
     )
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "whiten", help="fold a whitening learned on training pairs into a compact model's last layer (no run-time cost)"
+    )
+    _add_model_arg(p)
+    p.add_argument("--config", required=True, help="training config whose data.sources give the pairs")
+    p.add_argument("-o", "--output", required=True, help="the whitened model (.safetensors)")
+    p.add_argument("--power", type=float, default=1.0, help="0: only centre, 1: whiten fully (default)")
+    p.add_argument("--shrinkage", type=float, default=0.0, help="pull the covariance towards the identity, 0..1")
+    p.add_argument("--pairs", type=int, default=50_000, help="training pairs to fit on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--half", action="store_true", help="store float16 tensors (half the file)")
+    p.set_defaults(func=_cmd_whiten)
     return parser
 
 
