@@ -235,6 +235,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         scene_keypoints=args.scene_keypoints,
         max_gap=args.max_gap,
         orders=args.orders,
+        precision=args.precision,
     )
     print(table)
     return 0
@@ -453,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orders", type=int, default=5, help="3D scenes: match orders RANSAC is run on per pair")
     p.add_argument("--region-scale", type=float)
     p.add_argument("--blur-sigma", type=float)
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), help="the networks' arithmetic (default fp32; bf16: CPU)"
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("export", help="export a model for use without Python")

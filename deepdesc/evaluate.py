@@ -35,6 +35,8 @@ from .eval.homography import evaluate_sequences, format_table, plot_results, usa
 from .eval.hpatches import describe_hpatches, matching_task
 from .eval.phototour import evaluate_phototour
 from .eval.scenes import MATCHERS, evaluate_scenes, format_scene_table, pair_wins, plot_pose_curves
+from .features.describe import describe
+from .nn.fast import PRECISIONS
 from .utils import atomic_path, logger
 
 __all__ = ["DATASET_KINDS", "main"]
@@ -90,6 +92,8 @@ def _patch_describer(method: Method, spec: str) -> Any:
         )
     if method.model is None:
         return functools.partial(sift_patch_descriptors, root=method.spec.startswith("rootsift"))
+    if "precision" in method.patch_options:
+        return functools.partial(describe, model=method.model, precision=method.patch_options["precision"])
     return method.model
 
 
@@ -135,8 +139,12 @@ def main(
     scene_keypoints: int = 2000,
     max_gap: int = 3,
     orders: int = 5,
+    precision: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Run every dataset ``KIND:PATH`` for every method; write the reports into ``out_dir``.
+
+    ``precision``: the networks' arithmetic (``fp32``, ``bf16`` on CPU, ``fp16`` on CUDA; see
+    :mod:`deepdesc.nn.fast`); ``None`` is float32 with the cache keys of runs that did not name one.
 
     Returns (the report dict written as results.json, the markdown text written as results.md).
     """
@@ -144,7 +152,9 @@ def main(
     counts = {"num-keypoints": num_keypoints, "scene-keypoints": scene_keypoints, "max-gap": max_gap, "orders": orders}
     for option, value in counts.items():
         _check_count(option, value)
-    parsed = parse_methods(methods, region_scale=region_scale, blur_sigma=blur_sigma)
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    parsed = parse_methods(methods, region_scale=region_scale, blur_sigma=blur_sigma, precision=precision)
     # Every dataset is read and checked before any descriptor is computed.
     sequences: list[ImageSequence] = []
     scenes: list[Scene] = []

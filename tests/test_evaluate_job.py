@@ -198,3 +198,35 @@ def test_patch_options_on_patch_data_sets_alone_are_said_to_be_ignored(tmp_path,
     with caplog.at_level("WARNING", logger="deepdesc"):
         evaluate.main([f"phototour:{tmp_path / 'liberty'}"], ["sift"], tmp_path / "out", region_scale=12.0)
     assert "--region-scale/--blur-sigma apply where patches are cut from images" in caplog.text
+
+
+def test_precision_reaches_the_networks_and_keeps_the_float32_cache(sequences, same_named_models, tmp_path):
+    from deepdesc.nn.fast import _cpu_has_bf16
+
+    a = str(same_named_models[0])
+    default = _precision([f"oxford:{sequences}"], [a], tmp_path / "out")
+    explicit, _ = evaluate.main(
+        [f"oxford:{sequences}"], [a], tmp_path / "fp32", protocols=("patch",), num_keypoints=60, precision="fp32"
+    )
+    assert explicit["sequences"]["summary"]["model"]["[all]"]["precision@1"] == default["model"]
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16, got 'int8'"):
+        evaluate.main([f"oxford:{sequences}"], [a], tmp_path / "x", precision="int8")
+    if _cpu_has_bf16():  # bf16 descriptors differ from float32 ones, so the cache must not serve them
+        out = tmp_path / "out"
+        cached = len(list((out / "cache").rglob("*.npy")))
+        evaluate.main([f"oxford:{sequences}"], [a], out, protocols=("patch",), num_keypoints=60, precision="bf16")
+        assert len(list((out / "cache").rglob("*.npy"))) == 2 * cached
+
+
+def test_precision_reaches_patch_benchmarks(same_named_models, tmp_path, monkeypatch):
+    make_phototour(tmp_path / "liberty", n_patches=30, n_pairs=10)
+    seen, real = [], evaluate.describe
+
+    def spy(patches, **kwargs):
+        seen.append(kwargs["precision"])
+        return real(patches, **kwargs)
+
+    monkeypatch.setattr(evaluate, "describe", spy)
+    data = [f"phototour:{tmp_path / 'liberty'}"]
+    report, _ = evaluate.main(data, [str(same_named_models[0])], tmp_path / "out", precision="fp32")
+    assert seen and set(seen) == {"fp32"} and 0.0 <= next(iter(report["phototour"].values()))["fpr95"] <= 1.0
