@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs = PairBatches(sources, args.batch_size, seed=args.seed, weights=weights)
     batches = (torch.cat(pairs[i][:2]) for i in tqdm(range(args.batches), desc="batch norm", unit="batch"))
     out = recalibrate_batch_norm(model, batches)
+    out.info.pop("version", None)  # other weights than the source's version
     recipe = f"BatchNorm statistics re-estimated on {args.batches} x {args.batch_size} pairs of {args.config}"
     provenance = model.info.get("provenance", args.model)
     save_safetensors(out, args.output, {"provenance": f"{provenance}; {recipe} (seed {args.seed})"}, half=args.half)

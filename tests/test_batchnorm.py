@@ -76,7 +76,7 @@ def test_bench_script_writes_the_recalibrated_model(tmp_path, capsys):
 
     torch.manual_seed(0)
     model = _trained_stats(CompactNet({"width": 4}))
-    save_safetensors(model, tmp_path / "m.safetensors", {"provenance": "a test network"})
+    save_safetensors(model, tmp_path / "m.safetensors", {"provenance": "a test network", "version": "9"})
     config = tmp_path / "c.toml"
     config.write_text(
         'preset = "hardnet"\n[model]\narch = "compact"\nwidth = 4\n'
@@ -88,6 +88,7 @@ def test_bench_script_writes_the_recalibrated_model(tmp_path, capsys):
     assert "re-estimated on 2 x 256 pairs" in capsys.readouterr().out
     new = load_safetensors(out)
     assert new.info["provenance"].startswith("a test network; BatchNorm statistics re-estimated")
+    assert "version" not in new.info
     assert torch.equal(new.conv2.weight, model.conv2.weight)
     assert not torch.allclose(new.bn2.running_var, model.bn2.running_var)
     with pytest.raises(SystemExit):

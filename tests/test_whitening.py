@@ -195,7 +195,7 @@ def test_whitening_pairs_are_drawn_from_the_config_and_reproducible(tmp_path):
 
 def test_whiten_command_writes_a_whitened_model_with_its_recipe(compact, tmp_path, capsys):
     model = tmp_path / "m.safetensors"
-    save_safetensors(compact, model, {"provenance": "a test network"})
+    save_safetensors(compact, model, {"provenance": "a test network", "license": "MIT", "version": "9"})
     out = tmp_path / "white.safetensors"
     argv = ["whiten", "--model", str(model), "--config", _config(tmp_path), "-o", str(out)]
     assert main([*argv, "--power", "0.5", "--pairs", "200", "--half"]) == 0
@@ -203,6 +203,7 @@ def test_whiten_command_writes_a_whitened_model_with_its_recipe(compact, tmp_pat
     assert summary["power"] == 0.5 and summary["pairs"] == 200 and summary["difference_eigenvalue_ratio"] > 1
     white = load_safetensors(out)
     recipe = json.loads(white.info["whitening"])
+    assert white.info["license"] == "MIT" and "version" not in white.info
     assert recipe["sources"] == ["synthetic-noise"] and white.info["provenance"].startswith("a test network")
     # the same as fitting by hand on the same pairs
     conf = load_config(_config(tmp_path))

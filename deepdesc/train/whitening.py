@@ -125,7 +125,8 @@ def raw_descriptors(
 @torch.no_grad()
 def whiten_model(model: CompactNet, whitening: Whitening) -> CompactNet:
     """A new compact network whose descriptor is ``normalize(whitening.apply(raw))`` (``raw``: ``model``'s
-    descriptor before normalisation), with the whitening folded into ``conv7`` and ``bn7`` (eval mode)."""
+    descriptor before normalisation), with the whitening folded into ``conv7`` and ``bn7`` (eval mode). It keeps
+    ``model.info`` (licence, training data, provenance) except its ``version``."""
     raw = _unnormalised_copy(model)
     d = raw.descriptor_size
     if whitening.matrix.shape != (d, d) or whitening.mean.shape != (d,):
@@ -146,6 +147,7 @@ def whiten_model(model: CompactNet, whitening: Whitening) -> CompactNet:
     # the batch norm now only subtracts the folded shift: variance 1 - eps makes its scale exactly 1
     out.bn7.running_mean.copy_(shift.to(bn.running_mean.dtype))
     out.bn7.running_var.fill_(1.0 - bn.eps)
+    out.info = {k: v for k, v in model.info.items() if k != "version"}  # licence, data; not the source's version
     return out.eval()
 
 
