@@ -50,6 +50,8 @@ METHODS = {
     "v4": "v4",
     "v4-seed12": "v4, seed 12",
     "v4.1": "v4.1",
+    "v4.2": "v4.2",
+    "default-bf16": "default, bf16",
     "default": "default",
 }
 HEADLINE = ("sift", "rootsift", "rootsift@16", "split4", "tfeat", "default")  # the README's columns

@@ -81,7 +81,7 @@ MODELS: dict[str, ModelInfo] = {
             filename="default.safetensors",
             trained_on="real multi-view pairs of castle-P30, buddha, monstree and PhotoTour Notre Dame (model card)",
             license="MIT",
-            description="deepdesc's own weights (v4.2, compact net), shipped in the package",
+            description="deepdesc's own weights (v4.3, compact net), shipped in the package",
         ),
     )
 }
