@@ -210,9 +210,13 @@ def test_ctrl_c_during_mapping_stops_with_130_and_resumes(images, reference, tmp
     proc, _ = start_held(images, out, "interrupt-mapping", tmp_path)
     proc.send_signal(signal.SIGINT)
     try:
-        assert proc.wait(timeout=30) == 130
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.log.seek(0)
+        pytest.fail(f"no exit 60 s after Ctrl-C; the run's output:\n{proc.log.read()[-3000:]}")
     finally:
         proc.kill()
+    assert code == 130
     proc.log.seek(0)
     assert "interrupted" in proc.log.read()
     proc.log.close()
@@ -319,3 +323,31 @@ def test_mapper_threads_reach_the_mapper_and_bad_values_stop_before_any_work(ima
     monkeypatch.setattr(pycolmap, "incremental_mapping", recording)
     assert main(["reconstruct", str(images), "-o", str(tmp_path / "rec"), *OPTIONS, "--mapper-threads", "1"]) == 0
     assert seen == [1]
+
+
+def test_ctrl_c_cancels_the_worker_and_is_raised_again():
+    import _thread
+    import threading
+
+    from deepdesc.io.colmap import run_interruptible
+
+    seen = {}
+    ctrl_c = threading.Timer(0.2, _thread.interrupt_main)  # Ctrl-C while the call runs
+
+    def endless(cancellation_token):
+        ctrl_c.start()
+        while not cancellation_token.is_cancelled:
+            time.sleep(0.01)
+        seen["cancelled"] = True
+        return "stopped"
+
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_interruptible(endless)
+    finally:
+        ctrl_c.cancel()
+    assert seen == {"cancelled": True} and time.monotonic() - start < 10
+    assert run_interruptible(lambda x, cancellation_token: x + 1, 41) == 42
+    with pytest.raises(ZeroDivisionError):
+        run_interruptible(lambda cancellation_token: 1 / 0)

@@ -172,21 +172,27 @@ def run_interruptible(func: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     pycolmap = import_pycolmap()
     token = pycolmap.CancellationToken()
     outcome: dict[str, Any] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
             outcome["value"] = func(*args, cancellation_token=token, **kwargs)
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name=getattr(func, "__name__", "pycolmap"), daemon=True)
     worker.start()
+    # An Event, not Thread.join: a join interrupted by the signal is not waited on again (Python 3.11 can leave
+    # the thread's state lock held when the interrupt lands as the thread ends).
     try:
-        while worker.is_alive():
-            worker.join(0.1)
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         token.cancel()
-        worker.join()
+        while not done.wait(0.1):
+            pass
         raise
     if "error" in outcome:
         raise outcome["error"]
