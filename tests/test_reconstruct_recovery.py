@@ -180,7 +180,16 @@ def start_held(images: Path, out: Path, stage: str, tmp_path: Path) -> tuple[sub
     env = {**os.environ, "HOLD_MARKER": str(marker), "HOLD_STAGE": stage}
     argv = [sys.executable, "-c", HOLD_SCRIPT, "reconstruct", str(images), "-o", str(out), *OPTIONS]
     log = open(tmp_path / f"{stage}.log", "w+")  # noqa: SIM115 - read after the process ends
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    # a runner started in the background by a non-interactive shell ignores SIGINT, and children inherit that;
+    # the child gets the default disposition, as a program started from a terminal has
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     proc.log = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + 120
     while not marker.exists():
@@ -336,17 +345,21 @@ def test_ctrl_c_cancels_the_worker_and_is_raised_again():
 
     def endless(cancellation_token):
         ctrl_c.start()
-        while not cancellation_token.is_cancelled:
+        deadline = time.monotonic() + 30  # fail, not hang, if the interrupt never comes
+        while not cancellation_token.is_cancelled and time.monotonic() < deadline:
             time.sleep(0.01)
-        seen["cancelled"] = True
+        seen["cancelled"] = cancellation_token.is_cancelled
         return "stopped"
 
     start = time.monotonic()
+    # a runner started in the background ignores SIGINT, and interrupt_main then does nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             run_interruptible(endless)
     finally:
         ctrl_c.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert seen == {"cancelled": True} and time.monotonic() - start < 10
     assert run_interruptible(lambda x, cancellation_token: x + 1, 41) == 42
     with pytest.raises(ZeroDivisionError):
