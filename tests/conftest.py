@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -21,8 +22,12 @@ ORIGINAL_MODELS = {
 
 
 def bench_script(name: str) -> ModuleType:
-    """Import ``bench/NAME.py`` (the benchmark scripts are not a package) for testing its functions."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    """Import ``bench/NAME.py`` (the benchmark scripts are not a package) for testing its functions; ``bench/`` goes
+    on ``sys.path``, as when the script runs, for its ``_common`` helpers."""
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import torch
 from tqdm.auto import tqdm
 
@@ -437,7 +436,7 @@ def run_extract(
 def _pair_keys(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    with h5py.File(path, "r") as fd:
+    with h5.open_h5(path, "r") as fd:
         return set(h5.complete_groups(fd, "matches0"))
 
 

@@ -25,6 +25,7 @@ import h5py
 
 from ..errors import DeepDescError
 from ..io import h5
+from ..io.journal import recover
 from ..utils import atomic_path
 from .verify import verify_features, verify_matches
 
@@ -92,6 +93,7 @@ def merge(
     listing the problems when verification fails (``output`` is then unchanged)."""
     leaf = _leaf(kind)
     with atomic_path(output) as tmp:
+        recover(output)  # a single-process run killed mid-write
         if output.exists():
             shutil.copyfile(output, tmp)
         with h5py.File(tmp, "a") as dst:

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from ..io import h5
+from ..io.journal import recover
 
 __all__ = ["VerifyReport", "verify_features", "verify_file", "verify_matches"]
 
@@ -107,6 +108,7 @@ def _verify(
     report = VerifyReport(Path(path), kind)
     problems = report.problems
     try:
+        recover(path)  # a writer killed mid-write: back to its last complete write
         fd = h5py.File(path, "r")
     except OSError as exc:
         problems.append(f"cannot be read as HDF5 ({exc})")
@@ -221,7 +223,7 @@ def file_kind(path: str | os.PathLike) -> str:
     settings = h5.read_settings(path)
     if isinstance(settings, dict):
         return "matches" if "match" in settings else "features"
-    with h5py.File(path, "r") as fd:
+    with h5.open_h5(path, "r") as fd:
         groups, _ = _groups(fd, "matches0")
     return "matches" if groups else "features"
 

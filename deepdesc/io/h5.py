@@ -34,12 +34,15 @@ weights digest, options, ``resize_max``; for matches, the match conf and the fea
 on resume by :func:`check_settings`.
 
 Crash safety: every write opens the file, writes one image (or pair) into an anonymous group, links it under
-its name once complete and closes (flushes) the file. A process killed mid-write leaves the earlier groups
-readable and no trace of the one being written: a reader that lists groups, as hloc does, never sees a
-half-written image. Groups written by other tools count as complete. Replacing groups leaves unused space that
-HDF5 never reuses; :func:`compact` (called by the jobs when the file holds much of it) copies the live groups
-into a temporary file ``.NAME.*.tmp`` beside it and renames it over the file; temporary files left by killed
-runs are removed by :func:`clean_temp_files`.
+its name once complete and closes the file. HDF5 rewrites its metadata in place when it closes, so the file is
+written through a rollback journal (:mod:`deepdesc.io.journal`): a process killed at any point, even while
+HDF5 flushes, leaves the file as it was before that write, and the next open rolls it back (an HDF5 reader
+that is not deepdesc, such as hloc, must not open a file with a ``.NAME.journal`` beside it before deepdesc
+has). Earlier groups stay readable and there is no trace of the one being written: a reader that lists
+groups, as hloc does, never sees a half-written image. Groups written by other tools count as complete.
+Replacing groups leaves unused space that HDF5 never reuses; :func:`compact` (called by the jobs when the file
+holds much of it) copies the live groups into a temporary file ``.NAME.*.tmp`` beside it and renames it over
+the file; temporary files left by killed runs are removed by :func:`clean_temp_files`.
 
 Concurrency: HDF5 locks files (one writer or several readers); a file another process holds open raises
 :class:`FileInUseError` naming it. Files are opened with HDF5's default (earliest) format, whose superblock has
@@ -66,6 +69,7 @@ import numpy as np
 
 from ..errors import DeepDescError, OutputMismatchError
 from ..utils import atomic_path, logger
+from .journal import journal_path, journaled, recover
 
 __all__ = [
     "FileInUseError",
@@ -121,16 +125,33 @@ def _is_lock_error(exc: OSError) -> bool:
 
 @contextlib.contextmanager
 def open_h5(path: str | os.PathLike, mode: str = "r") -> Iterator[h5py.File]:
-    """``h5py.File(path, mode)``; a file locked by another process raises :class:`FileInUseError` naming it."""
+    """``h5py.File(path, mode)``; a file locked by another process raises :class:`FileInUseError` naming it.
+
+    Modes ``"a"`` and ``"r+"`` write through a rollback journal (:mod:`deepdesc.io.journal`): a process killed
+    while the file is open leaves it as it was before, and the next open (any mode) rolls such a file back.
+    ``"w"`` is for new files (pair it with :func:`~deepdesc.atomic.atomic_path`).
+    """
+    access = "read" if mode == "r" else "write"
+    in_use = FileInUseError(
+        f"{path} is open in another process (HDF5 file lock), so it cannot be opened to {access}: wait for "
+        "that process to finish (or close the file there), or write to another file"
+    )
+    if mode in ("a", "r+"):
+        try:
+            with journaled(path, create=mode == "a") as (file, _), h5py.File(file, mode) as fd:
+                yield fd
+        except BlockingIOError:
+            raise in_use from None
+        return
     try:
+        if mode == "r":
+            recover(path)
         fd = h5py.File(path, mode)
+    except BlockingIOError:
+        raise in_use from None
     except OSError as exc:
         if _is_lock_error(exc):
-            access = "read" if mode == "r" else "write"
-            raise FileInUseError(
-                f"{path} is open in another process (HDF5 file lock), so it cannot be opened to {access}: wait for "
-                "that process to finish (or close the file there), or write to another file"
-            ) from None
+            raise in_use from None
         raise
     with fd:
         yield fd
@@ -675,8 +696,8 @@ def compact(path: str | os.PathLike, min_waste: float = 0.5) -> bool:
 
 
 def clean_temp_files(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files (``.NAME.*.tmp``) that killed writers of ``path`` left beside it; files
-    another process still holds locked are left alone. Returns the removed paths."""
+    """Remove the temporary files (``.NAME.*.tmp``, and their journals) that killed writers of ``path`` left
+    beside it; files another process still holds locked are left alone. Returns the removed paths."""
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
@@ -684,6 +705,7 @@ def clean_temp_files(path: str | os.PathLike) -> list[Path]:
             with open(tmp, "rb") as f:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # HDF5 holds a lock on files it has open
                 tmp.unlink()
+                journal_path(tmp).unlink(missing_ok=True)
         except OSError:
             continue
         removed.append(tmp)
