@@ -2,4 +2,5 @@
 
 Import the submodule you need (``deepdesc.io.h5``, ``deepdesc.io.colmap``, ``deepdesc.io.matlab``):
 each has its own optional dependency (h5py, pycolmap, scipy), so nothing is imported here.
+``deepdesc.io.journal`` (standard library only) is the rollback journal under ``h5``'s writes.
 """
