@@ -342,13 +342,22 @@ def table_scenes(results: Path) -> str:
     return _table(header, rows) + "\n\n" + _source(e3d)
 
 
-def table_validation(results: Path) -> str:
-    """Model card: the shipped weights and the candidates on the validation views of the training scenes."""
-    val = load_result("validation", results)
+def _validation_table(results: Path, name: str) -> str:
+    val = load_result(name, results)
     summary = val["scenes"]["summary"]
     methods = list(summary["mnn"])
     rows = _scene_rows(summary, methods, VALIDATION_ROWS, count_digits=1)
     return _table(["", *methods], rows) + "\n\n" + _source(val)
+
+
+def table_validation(results: Path) -> str:
+    """Model card: the shipped weights and the candidates on the validation views of the training scenes."""
+    return _validation_table(results, "validation")
+
+
+def table_validation_heldout(results: Path) -> str:
+    """Model card: the held-out-scene diagnostic (buddha left out of training) on the same validation views."""
+    return _validation_table(results, "validation-heldout")
 
 
 def _win_cell(w: dict[str, Any] | None, digits: int) -> str:
@@ -498,6 +507,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "homography-wins": table_homography_wins,
     "speed": table_speed,
     "validation": table_validation,
+    "validation-heldout": table_validation_heldout,
     "scale": table_scale,
     "model": table_model,
 }
