@@ -162,3 +162,18 @@ def test_verify_rolls_back_before_checking(snapshot, tmp_path):
     report = verify_file(path)
     assert report.entries == 3 and not any("cannot be read" in p for p in report.problems)
     assert path.read_bytes() == snapshot.read_bytes() and not journal_path(path).exists()
+
+
+def test_locking_follows_hdf5s_switch(tmp_path, monkeypatch):
+    from deepdesc.io.journal import lock_exclusive
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x")
+    first, second = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    try:
+        assert lock_exclusive(first) and not lock_exclusive(second)
+        monkeypatch.setenv("HDF5_USE_FILE_LOCKING", "FALSE")
+        assert lock_exclusive(second)
+    finally:
+        os.close(first)
+        os.close(second)

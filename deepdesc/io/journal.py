@@ -48,11 +48,21 @@ def journal_path(path: str | os.PathLike) -> Path:
 
 def lock_exclusive(fd: int) -> bool:
     """Take an exclusive ``flock`` on ``fd`` without waiting; False when another open file holds a lock (HDF5
-    takes a shared one for every reader and an exclusive one for every writer)."""
+    takes a shared one for every reader and an exclusive one for every writer).
+
+    As HDF5 does, ``HDF5_USE_FILE_LOCKING=FALSE`` turns locking off, and a file system without locks (some
+    network mounts) is written without one.
+    """
+    if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() in ("FALSE", "0"):
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            return True
+        raise
     return True
 
 
