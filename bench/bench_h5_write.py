@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         runs["journal"] += 1
         path = folder / f"journal{runs['journal']}.h5"
         for name, kpts, desc in images:
-            with journaled(path) as (file, _), h5py.File(file, "a") as fd:
+            with journaled(path) as file, h5py.File(file, "a") as fd:
                 add(fd, name, kpts, desc)
 
     def library() -> None:

@@ -44,7 +44,7 @@ _CHILD = textwrap.dedent(
             os.ftruncate(self._jfd, os.fstat(self._jfd).st_size - 3)
             os._exit(9)
     journal.JournaledFile.write, journal.JournaledFile._save = dying_write, dying_save
-    with journal.journaled(path) as (file, _), h5py.File(file, "a") as fd:
+    with journal.journaled(path) as file, h5py.File(file, "a") as fd:
         grp = fd.create_group("seq1/new.jpg")
         grp.create_dataset("keypoints", data=np.arange(600, dtype=np.float32).reshape(300, 2))
         grp.create_dataset("descriptors", data=np.ones((128, 300), np.float32))

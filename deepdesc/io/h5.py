@@ -137,11 +137,12 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> Iterator[h5py.File]:
         "that process to finish (or close the file there), or write to another file"
     )
     if mode in ("a", "r+"):
-        try:
-            with journaled(path, create=mode == "a") as (file, _), h5py.File(file, mode) as fd:
-                yield fd
-        except BlockingIOError:
-            raise in_use from None
+        with contextlib.ExitStack() as stack:
+            try:
+                file = stack.enter_context(journaled(path, create=mode == "a"))
+            except BlockingIOError:
+                raise in_use from None
+            yield stack.enter_context(h5py.File(file, mode))
         return
     try:
         if mode == "r":

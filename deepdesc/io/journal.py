@@ -66,6 +66,11 @@ def lock_exclusive(fd: int) -> bool:
     return True
 
 
+def _lock(fd: int, path: Path) -> None:
+    if not lock_exclusive(fd):
+        raise BlockingIOError(f"{path} is open in another process")
+
+
 def _read_journal(journal: Path, fd: int) -> tuple[int, bool, list[tuple[int, bytes]]] | None:
     """(old size, created, records) of the journal of the file open as ``fd``; None when its header is torn
     (the file was never touched) or it belongs to another file."""
@@ -133,12 +138,10 @@ def recover(path: str | os.PathLike) -> bool:
             "once with write access to roll it back"
         ) from None
     try:
-        if not lock_exclusive(fd):
-            raise BlockingIOError(f"{path} is being written by another process")
+        _lock(fd, path)
         _roll_back(fd, path, journal)
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
     return True
 
 
@@ -207,24 +210,25 @@ class JournaledFile(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def journaled(path: str | os.PathLike, create: bool = True) -> Iterator[tuple[JournaledFile, bool]]:
+def journaled(path: str | os.PathLike, create: bool = True) -> Iterator[JournaledFile]:
     """Open ``path`` for reading and writing under an exclusive lock and a rollback journal; yields the file
-    object and whether it was empty (new). The write is committed (journal removed) when the block ends; an
+    object. The write is committed (journal removed) when the block ends; an
     exception in the block rolls the file back to its state before. A leftover journal of a dead writer is
     rolled back first. ``create``: make the file when missing (else ``FileNotFoundError``). Raises
     :class:`BlockingIOError` when another process holds the file open."""
     path = Path(path)
     journal = journal_path(path)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL) if create else -1
-        created = create
-    except FileExistsError:
-        fd, created = -1, False
-    if fd < 0:
+    created = False
+    if create:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR)
+    else:
         fd = os.open(path, os.O_RDWR)
     try:
-        if not lock_exclusive(fd):
-            raise BlockingIOError(f"{path} is open in another process")
+        _lock(fd, path)
         if not created and journal.exists() and _roll_back(fd, path, journal):
             os.close(fd)  # the dead writer had created the file, now removed: start anew
             fd = -1
@@ -232,17 +236,15 @@ def journaled(path: str | os.PathLike, create: bool = True) -> Iterator[tuple[Jo
                 raise FileNotFoundError(errno.ENOENT, "no such file (a writer that died had created it)", str(path))
             fd = os.open(path, os.O_RDWR | os.O_CREAT)
             created = True
-            if not lock_exclusive(fd):
-                raise BlockingIOError(f"{path} is open in another process")
+            _lock(fd, path)
         stat = os.fstat(fd)
         base = stat.st_size
         header = MAGIC + _HEADER.pack(base, stat.st_dev, stat.st_ino, int(created))
         jfd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(jfd, header + _CRC.pack(zlib.crc32(header)))
-            file = JournaledFile(fd, jfd, base)
             try:
-                yield file, base == 0
+                yield JournaledFile(fd, jfd, base)
             except BaseException:
                 _roll_back(fd, path, journal)
                 raise
