@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepdesc.nn.cnn3 import DeepDescNet
 from deepdesc.nn.fast import FastDescriber, default_batch_size
@@ -214,3 +216,23 @@ def test_pooled_patch_norm_matches_float64_reference():
     assert torch.allclose(got[:8].double(), expected[:8], atol=1e-6, rtol=0)
     assert torch.allclose(got.double(), expected, atol=5e-5, rtol=0)
     assert torch.equal(got[-2:], torch.zeros(2, 1, 32, 32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 5),
+    channels=st.integers(1, 3),
+    half_h=st.integers(1, 40),
+    half_w=st.integers(1, 40),
+    scale=st.sampled_from([1e-3, 1.0, 255.0, 1e6]),
+    seed=st.integers(0, 2**31 - 1),
+    strided=st.booleans(),
+)
+def test_avg_pool_2x2_equals_avg_pool2d_bit_for_bit(batch, channels, half_h, half_w, scale, seed, strided):
+    """The fast path's 2x2 pooling gives avg_pool2d's values exactly, for any even map and any strides."""
+    from deepdesc.nn.fast import _avg_pool_2x2
+
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(batch, channels + 1, 2 * half_h, 2 * half_w, generator=gen) - 0.3) * scale
+    x = x[:, 1:] if strided else x[:, 1:].contiguous()  # the slice is not contiguous
+    assert torch.equal(_avg_pool_2x2(x), torch.nn.functional.avg_pool2d(x, 2))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdesc.features.image import load_image, read_image
+from deepdesc.features.image import MIN_IMAGE_SIZE, as_uint8_gray, load_image, read_image
 
 # ----------------------------------------------------------------------------- load_image
 
@@ -159,3 +159,21 @@ def test_codec_messages_go_into_the_error_not_before_it(tmp_path, capfd):
     ok = tmp_path / "ok.png"
     ok.write_bytes(good)
     assert read_image(ok).shape == (32, 32) and capfd.readouterr().err == ""
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    h=st.integers(MIN_IMAGE_SIZE, 40),
+    w=st.integers(MIN_IMAGE_SIZE, 40),
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_as_uint8_gray_rounds_half_to_even_and_saturates(h, w, seed, dtype):
+    """The detector's uint8 image is np.rint of the loaded one, clipped: ties included (x.5 and its neighbours)."""
+    rng = np.random.default_rng(seed)
+    ties = rng.integers(0, 256, (h, w)) + rng.choice([0.5, 0.49999997, 0.50000006, 0.0, -0.3], (h, w))
+    image = np.clip(ties, -0.9, 255.9).astype(dtype)  # floats within 1 of the range are clipped by load_image
+    expected = np.clip(np.rint(load_image(image)), 0, 255).astype(np.uint8)
+    got = as_uint8_gray(image, "rgb")
+    assert got.dtype == np.uint8 and got.shape == (h, w)
+    assert np.array_equal(got, expected)

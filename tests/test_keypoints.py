@@ -5,9 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepdesc.features.keypoints import (
     DEFAULT_KEYPOINT_SIZE,
+    _strongest,
     detect_keypoints,
     to_cv_keypoints,
     to_keypoint_array,
@@ -129,6 +132,23 @@ def test_detect_max_keypoints_sorted_strongest(texture):
     assert ((all_kp[:, 3] >= 0) & (all_kp[:, 3] < 360)).all()
     with pytest.raises(ValueError):
         detect_keypoints(texture, max_keypoints=-1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(responses=st.lists(st.sampled_from([0.0, 0.01, 0.02, 0.5, 1.0]), max_size=40), n=st.integers(0, 45))
+def test_strongest_keeps_what_the_stable_sort_keeps(responses, n):
+    """Detection converts only the strongest keypoints (all when there are at most ``n``): after its sort, the
+    same ones in the same order (ties in input order) as sorting all of them by decreasing response and cutting."""
+    kps = [cv2.KeyPoint(float(i), 0.0, 2.0, 0.0, r) for i, r in enumerate(responses)]
+    everything = to_keypoint_array(kps) if kps else np.zeros((0, 5), np.float32)
+    expected = everything[np.argsort(-everything[:, 4], kind="stable")[:n]]
+    kept = _strongest(kps, n)
+    assert len(kept) == min(n, len(kps))
+    got = to_keypoint_array(list(kept)) if n and kps else np.zeros((0, 5), np.float32)
+    got = got[np.argsort(-got[:, 4], kind="stable")]  # as detect_keypoints sorts what it converted
+    np.testing.assert_array_equal(got, expected)
+    if len(kps) > n:  # it did the cut itself, already in order
+        np.testing.assert_array_equal(to_keypoint_array(list(kept)) if n else got, got)
 
 
 def test_detect_upright_removes_orientation_duplicates(texture):

@@ -250,6 +250,23 @@ def test_border_modes():
     assert far.shape == (1, P, P) and np.allclose(far, far[0, 0, 0], atol=0.5)
 
 
+def test_patches_do_not_depend_on_opencv_threads():
+    """The warps run on cv2.getNumThreads() threads, each writing its own patches: the same bytes with one."""
+    image = textured((300, 400), seed=5)
+    kp = _centre_keypoints(700, (200.0, 150.0), 120, (0.5, 60), seed=6)  # small ones take the patch-space blur
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(4)
+        assert cv2.getNumThreads() == 4
+        parallel = extract_patches(image, kp)[0]
+        cv2.setNumThreads(1)
+        serial = extract_patches(image, kp)[0]
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(parallel, serial)
+    assert parallel.std(axis=(1, 2)).min() > 0  # real content in every patch, no unwritten buffer
+
+
 def test_empty_and_shapes():
     image = textured((100, 100), seed=9)
     for empty in ([], np.zeros((0, 2)), np.zeros((0, 5), np.float32)):

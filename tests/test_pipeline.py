@@ -32,6 +32,18 @@ def test_detect_and_compute_shapes(dd):
     np.testing.assert_allclose(feats.descriptors, desc, atol=1e-5)
 
 
+def test_uint8_float_and_file_inputs_give_the_same_features(dd, tmp_path):
+    """A uint8 grayscale array goes to the detector as it is; its float32 copy and its PNG file must give
+    exactly the same keypoints and descriptors."""
+    img = _textured()
+    path = tmp_path / "camera.png"
+    cv2.imwrite(str(path), img)
+    reference = dd.extract(img).as_dict()
+    for other in (img.astype(np.float32), str(path), np.ascontiguousarray(img[:, :, None])):
+        for key, value in dd.extract(other).as_dict().items():
+            np.testing.assert_array_equal(value, reference[key], err_msg=key)
+
+
 def test_compute_accepts_every_keypoint_form(dd):
     img = _textured()
     xy = np.array([[100.0, 120.0], [200.5, 50.25]], np.float32)

@@ -85,7 +85,7 @@ class Extractor:
         return load_resized(image, self.conf["resize_max"], channel_order=self.conf["channel_order"])
 
     def detect_array(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """(H, W) float image -> (N, 5) keypoints (x, y, size, angle, response)."""
+        """(H, W) image (float 0..255, or uint8) -> (N, 5) keypoints (x, y, size, angle, response)."""
         return detect_keypoints(
             image,
             max_keypoints=self.conf["max_keypoints"],
@@ -154,7 +154,9 @@ class Extractor:
         if mask is not None and scale != (1.0, 1.0):
             mask = (np.asarray(mask) != 0).astype(np.uint8)
             mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
-        kpts = self.detect_array(img, mask)
+        # a full-size (H, W) uint8 array is what the detector would convert the float image back to
+        plain = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 2 and scale == (1.0, 1.0)
+        kpts = self.detect_array(image if plain else img, mask)
         patches, kept = self.cut_patches(img, kpts)
         del img
         return keypoints_to_original(kpts[kept], scale), patches, size

@@ -26,8 +26,12 @@ space instead. There is no aliasing however large the region is.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import os
+import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -261,28 +265,64 @@ def extract_patches(
     post = np.round(post / 0.05) * 0.05
     post[(post < _MIN_POST_SIGMA) | (blur_sigma == 0)] = 0.0
     cv_border = _CV_BORDER[border]
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     group = levels * 100_000 + np.rint(post / 0.05).astype(np.int64)  # (level, blur) pairs
+    tasks = []
     for key in np.unique(group):
         idx = np.flatnonzero(group == key)
         level, sigma = int(levels[idx[0]]), float(post[idx[0]])
-        src, pitch = space.images[level], space.pitches[level]
         margin = int(math.ceil(3.0 * sigma)) if sigma > 0 else 0
-        q = p + 2 * margin
-        matrices = _affine_matrices(kp[idx, 0], kp[idx, 1], a[idx], b[idx], pitch, q)
-        # One cv2.warpAffine per patch (it computes the sampling grid on the fly, faster than cv2.remap
-        # with precomputed maps), written in place.
-        if margin == 0:
-            for k, m in zip(idx.tolist(), matrices):
-                cv2.warpAffine(src, m, (q, q), dst=patches[k], flags=flags, borderMode=cv_border)
-            continue
-        ksize = (2 * margin + 1, 2 * margin + 1)
+        matrices = _affine_matrices(kp[idx, 0], kp[idx, 1], a[idx], b[idx], space.pitches[level], p + 2 * margin)
+        src = space.images[level]
         for start in range(0, idx.size, _CHUNK):
-            sel = idx[start : start + _CHUNK]
-            buf = np.empty((sel.size, q, q), np.float32)
-            for k, m in enumerate(matrices[start : start + _CHUNK]):
-                cv2.warpAffine(src, m, (q, q), dst=buf[k], flags=flags, borderMode=cv_border)
-            # Stacked patches only mix within their margins, which are cropped away.
-            buf = cv2.GaussianBlur(buf.reshape(-1, q), ksize, sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
-            patches[sel] = buf.reshape(-1, q, q)[:, margin : margin + p, margin : margin + p]
+            part = slice(start, start + _CHUNK)
+            tasks.append((src, idx[part], matrices[part], sigma, margin))
+    _run_tasks(lambda task: _cut_chunk(patches, *task, border=cv_border), tasks)
     return patches, kept
+
+
+def _cut_chunk(
+    patches: np.ndarray, src: np.ndarray, sel: np.ndarray, matrices: np.ndarray, sigma: float, margin: int, border: int
+) -> None:
+    """Writes ``patches[sel]``: one cv2.warpAffine per patch from level image ``src`` (it computes the sampling grid
+    on the fly, faster than cv2.remap with precomputed maps), then the patch-space blur ``sigma`` (patch pixels) if
+    any, applied to the stacked patches sampled with a ``margin`` of real image content and cropped."""
+    p = patches.shape[1]
+    q = p + 2 * margin
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    if margin == 0:
+        for k, m in zip(sel.tolist(), matrices):
+            cv2.warpAffine(src, m, (q, q), dst=patches[k], flags=flags, borderMode=border)
+        return
+    buf = np.empty((sel.size, q, q), np.float32)
+    for k, m in enumerate(matrices):
+        cv2.warpAffine(src, m, (q, q), dst=buf[k], flags=flags, borderMode=border)
+    # Stacked patches only mix within their margins, which are cropped away.
+    ksize = (2 * margin + 1, 2 * margin + 1)
+    buf = cv2.GaussianBlur(buf.reshape(-1, q), ksize, sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
+    patches[sel] = buf.reshape(-1, q, q)[:, margin : margin + p, margin : margin + p]
+
+
+def _run_tasks(fn: Callable[[Any], None], tasks: list[Any]) -> None:
+    """``fn(task)`` for every task, on up to ``cv2.getNumThreads()`` threads (OpenCV releases the GIL; the tasks
+    write disjoint patches, so the result does not depend on the threads)."""
+    workers = min(cv2.getNumThreads(), len(tasks))
+    if workers < 2:
+        for task in tasks:
+            fn(task)
+        return
+    for future in [_thread_pool(workers).submit(fn, task) for task in tasks]:
+        future.result()
+
+
+_POOLS: dict[int, tuple[int, concurrent.futures.ThreadPoolExecutor]] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _thread_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads, made on first use (and again in a forked child)."""
+    with _POOLS_LOCK:
+        pid, pool = _POOLS.get(workers, (None, None))
+        if pool is None or pid != os.getpid():
+            pool = concurrent.futures.ThreadPoolExecutor(workers, "deepdesc-patches")
+            _POOLS[workers] = (os.getpid(), pool)
+        return pool

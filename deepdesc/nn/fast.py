@@ -20,6 +20,8 @@ What makes it faster than ``model(x)`` on a CPU (measured by ``bench/bench_descr
   CPU; the factor 2 is folded (exactly) into the convolution weights, and the L2 pooling of
   ``tanh`` becomes ``2 * sqrt(sum((s - 1/2)^2))`` over each window with ``s = sigmoid(2 y)``.
   All in place, on buffers the pipeline owns.
+* The 2x2 average pooling of the compact net's and TFeat's 64x64 input as four strided adds (the same
+  values as ``avg_pool2d``, whose kernel is slow on single-channel maps: ~3x here).
 * Subtractive normalisation as one channel sum plus a single-channel 5x5 convolution (its
   kernel is the same for every channel), divided by a precomputed border coefficient.
 
@@ -186,6 +188,17 @@ class PreparedNet(torch.nn.Module):
         return x
 
 
+def _avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.avg_pool2d(x, 2)`` for (B, C, H, W) float maps with even H and W, bit for bit, in a third of the time.
+
+    ATen's pooling kernel is slow on single-channel 64x64 maps; four strided views added in the same order
+    and scaled by 1/4 give the same values.
+    """
+    b, c, h, w = x.shape
+    v = x.reshape(b, c, h // 2, 2, w // 2, 2)
+    return (v[:, :, :, 0, :, 0] + v[:, :, :, 0, :, 1] + v[:, :, :, 1, :, 0] + v[:, :, :, 1, :, 1]).mul_(0.25)
+
+
 def _pooled_patch_norm(x: torch.Tensor) -> torch.Tensor:
     """``avg_pool2d(normalize_patches(x, "patch"), 2)`` in a third of the time. (B, 1, 64, 64) -> (B, 1, 32, 32).
 
@@ -197,7 +210,7 @@ def _pooled_patch_norm(x: torch.Tensor) -> torch.Tensor:
     mean = flat.mean(dim=1, keepdim=True)
     var = (flat - mean).square_().sum(dim=1, keepdim=True).div_(flat.shape[1] - 1)
     shape = (x.shape[0], 1, 1, 1)
-    return F.avg_pool2d(x, 2).sub_(mean.view(shape)).div_(var.sqrt_().add_(1.0).view(shape))
+    return _avg_pool_2x2(x).sub_(mean.view(shape)).div_(var.sqrt_().add_(1.0).view(shape))
 
 
 class _UniformPrecisionNet(torch.nn.Module):
@@ -223,7 +236,7 @@ class _UniformPrecisionNet(torch.nn.Module):
         if self.conf["input_norm"] == "patch":
             x = _pooled_patch_norm(x)
         else:
-            x = F.avg_pool2d(normalize_patches(x, self.conf["input_norm"], self.mean, self.inv_std), 2)
+            x = _avg_pool_2x2(normalize_patches(x, self.conf["input_norm"], self.mean, self.inv_std))
         if self.channels_last:  # NHWC strides for one channel (see PreparedNet.forward)
             x = x.reshape(x.shape[0], POOLED_SIZE, POOLED_SIZE, 1).permute(0, 3, 1, 2)
         return x.to(self.dtype)
