@@ -4,7 +4,7 @@ chunk sizes (patches per forward pass), float32 and (where the CPU has it) bfloa
     python bench/bench_chunks.py [--patches 2000] [--repeats 7] [--chunks 16,32,64,128,256] [-o OUT.json]
 
 All variants run in one process on the same random 0..255 patches, interleaved round by round; the median
-patches/s over the rounds and the ratio to the library's default (``default_batch_size("cpu")`` chunks, fp32)
+patches/s over the rounds and the ratio to the library's default (``default_batch_size("cpu", model)`` chunks, fp32)
 are printed.
 """
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     model = load_model("default", device="cpu")
     x = torch.rand(args.patches, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 255
-    default = default_batch_size("cpu")
+    default = default_batch_size("cpu", model)
     chunks = sorted({int(c) for c in args.chunks.split(",")} | {default})
     precisions = ["fp32", "bf16"] if _cpu_has_bf16() else ["fp32"]
     variants = {(p, c): FastDescriber(model, p, batch_size=c) for p in precisions for c in chunks}

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepdesc.nn.cnn3 import DeepDescNet
+from deepdesc.nn.compact import CompactNet
 from deepdesc.nn.fast import FastDescriber, default_batch_size
 
 from .conftest import require_shared
@@ -128,6 +129,24 @@ def test_bad_arguments(random_model):
     with pytest.raises(ValueError, match="64, 64"):
         FastDescriber(random_model)(torch.zeros(2, 64, 64))
     assert default_batch_size("cpu") < default_batch_size("cuda")
+
+
+def test_default_chunks_per_network_and_shared_among_workers(random_model):
+    """CNN3 in chunks of 32 on CPU, the compact net in chunks of 128; without an explicit batch_size a call is
+    cut so that every worker thread gets a chunk, and the descriptors do not depend on the cut."""
+    compact = CompactNet().eval()
+    assert default_batch_size("cpu", random_model) == default_batch_size("cpu") == 32
+    assert default_batch_size("cpu", compact) == 128 and default_batch_size("cuda", compact) == 1024
+    fast = FastDescriber(compact)
+    assert fast.chunk_size(2000, workers=2) == 128 and fast.chunk_size(150, workers=2) == 75
+    assert fast.chunk_size(1, workers=4) == 1 and fast.chunk_size(2000) == 128
+    assert FastDescriber(compact, batch_size=16).chunk_size(150, workers=2) == 16
+    x = torch.rand(150, 1, 64, 64, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        expected = compact(x)
+    for workers in (1, 2, 3):
+        out = FastDescriber(compact, workers=workers)(x)
+        assert (out - expected).abs().max() <= 1e-5
 
 
 @pytest.mark.skipif(not _bf16_ok(), reason="CPU without native bfloat16")
