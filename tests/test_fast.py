@@ -255,3 +255,28 @@ def test_avg_pool_2x2_equals_avg_pool2d_bit_for_bit(batch, channels, half_h, hal
     x = (torch.rand(batch, channels + 1, 2 * half_h, 2 * half_w, generator=gen) - 0.3) * scale
     x = x[:, 1:] if strided else x[:, 1:].contiguous()  # the slice is not contiguous
     assert torch.equal(_avg_pool_2x2(x), torch.nn.functional.avg_pool2d(x, 2))
+
+
+def test_fused_relu_gives_the_unfused_values(monkeypatch):
+    """The compact net's fast path fuses each ReLU into its convolution (oneDNN) on CPU float32; the pinned
+    PyTorch has the operator, and the descriptors equal those of the plain convolution + ReLU."""
+    from deepdesc.nn import fast
+
+    assert fast._fused_conv_relu_available()
+    gen = torch.Generator().manual_seed(4)
+    model = CompactNet().eval()
+    with torch.no_grad():  # BatchNorm statistics away from the identity, so that some ReLUs cut
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+    x = torch.rand(70, 1, 64, 64, generator=gen) * 255
+    fused = FastDescriber(model)
+    assert fused.net.fused
+    got = fused(x)
+    monkeypatch.setattr(fast, "_FUSED_OK", False)  # as where the operator is missing
+    plain = FastDescriber(model)
+    assert not plain.net.fused
+    assert torch.equal(got, plain(x))
+    with torch.no_grad():
+        assert (got - model(x)).abs().max() <= 1e-5

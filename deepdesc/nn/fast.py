@@ -23,6 +23,8 @@ What makes it faster than ``model(x)`` on a CPU (measured by ``bench/bench_descr
   All in place, on buffers the pipeline owns.
 * The 2x2 average pooling of the compact net's and TFeat's 64x64 input as four strided adds (the same
   values as ``avg_pool2d``, whose kernel is slow on single-channel maps: ~3x here).
+* The compact net's ReLUs fused into its convolutions (a oneDNN post-op: the values are the same, the
+  map is written once), ~7 %.
 * Subtractive normalisation as one channel sum plus a single-channel 5x5 convolution (its
   kernel is the same for every channel), divided by a precomputed border coefficient.
 
@@ -103,6 +105,36 @@ def _cpu_has_bf16() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # older torch without the probe
         return True
+
+
+def _conv_relu_fused(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: int
+) -> torch.Tensor:
+    """``relu(conv2d(x, weight, bias, stride, padding))`` as one oneDNN primitive (the ReLU applied as the
+    convolution writes its output): one pass over the map instead of two. CPU, float32, NHWC."""
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, weight, bias, [padding, padding], [stride, stride], [1, 1], 1, "relu", [], ""
+    )
+
+
+_FUSED_OK: bool | None = None
+
+
+def _fused_conv_relu_available() -> bool:
+    """Whether :func:`_conv_relu_fused` runs here and gives eager ``conv2d`` + ``relu``'s values (it is a private
+    operator of PyTorch's oneDNN build, used by ``torch.compile``; checked once on a small case, else not used)."""
+    global _FUSED_OK
+    if _FUSED_OK is None:
+        try:
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(2, 16, 8, 8, generator=gen).contiguous(memory_format=_CL)
+            w = torch.randn(8, 16, 3, 3, generator=gen).contiguous(memory_format=_CL)
+            b = torch.randn(8, generator=gen)
+            got = _conv_relu_fused(x, w, b, 2, 1)
+            _FUSED_OK = bool(torch.allclose(got, F.relu(F.conv2d(x, w, b, 2, 1)), atol=1e-5, rtol=1e-5))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _FUSED_OK = False
+    return _FUSED_OK
 
 
 _WORKER = threading.local()
@@ -253,7 +285,8 @@ class PreparedCompactNet(_UniformPrecisionNet):
     Each BatchNorm is folded into the convolution before it (:func:`~deepdesc.nn.layers.fold_batch_norm`,
     float64 then float32), dropout is the identity, so the network is 7 convolutions with biases and 6
     ReLUs. ``dtype``: the convolutions' and activations' type (input normalisation and pooling stay
-    float32). ``inplace``: ReLU in place (inference only). ``channels_last``: NHWC maps.
+    float32). ``inplace``: ReLU in place (inference only). ``channels_last``: NHWC maps. With both, in float32
+    on a CPU, each ReLU is fused into its convolution (``fused``).
     :class:`FastDescriber` and the ONNX export both use it.
     """
 
@@ -267,6 +300,14 @@ class PreparedCompactNet(_UniformPrecisionNet):
     ):
         super().__init__()
         device, layout = self._setup(model, device, dtype, inplace, channels_last)
+        # inference in NHWC float32 on a CPU: each ReLU fused into its convolution (same values, ~7 % faster)
+        self.fused = (
+            inplace
+            and channels_last
+            and device.type == "cpu"
+            and dtype == torch.float32
+            and _fused_conv_relu_available()
+        )
         self.geometry: list[tuple[int, int]] = []  # (stride, padding) of each convolution
         with torch.no_grad():
             for i, (conv, bn) in enumerate(model.layers()):
@@ -275,11 +316,17 @@ class PreparedCompactNet(_UniformPrecisionNet):
                 self.register_buffer(f"bias{i}", bias.to(device, dtype))
                 self.geometry.append((conv.stride[0], conv.padding[0]))
 
+    _conv_relu = staticmethod(_conv_relu_fused)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._pooled_input(x)
         last = len(self.geometry) - 1
         for i, (stride, padding) in enumerate(self.geometry):
-            x = F.conv2d(x, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"), stride, padding)
+            weight, bias = getattr(self, f"weight{i}"), getattr(self, f"bias{i}")
+            if i != last and self.fused:
+                x = self._conv_relu(x, weight, bias, stride, padding)
+                continue
+            x = F.conv2d(x, weight, bias, stride, padding)
             if i != last:
                 x = x.relu_() if self.inplace else F.relu(x)
         x = x.flatten(1).float()
