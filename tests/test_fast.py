@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import pytest
@@ -139,14 +141,37 @@ def test_default_chunks_per_network_and_shared_among_workers(random_model):
     assert default_batch_size("cpu", compact) == 128 and default_batch_size("cuda", compact) == 1024
     fast = FastDescriber(compact)
     assert fast.chunk_size(2000, workers=2) == 128 and fast.chunk_size(150, workers=2) == 75
-    assert fast.chunk_size(1, workers=4) == 1 and fast.chunk_size(2000) == 128
+    assert fast.chunk_size(20, workers=2) == 16 and fast.chunk_size(2000) == 128  # no tiny chunks
     assert FastDescriber(compact, batch_size=16).chunk_size(150, workers=2) == 16
     x = torch.rand(150, 1, 64, 64, generator=torch.Generator().manual_seed(1)) * 255
     with torch.no_grad():
         expected = compact(x)
+    shared = FastDescriber(compact, workers=2)(x)
     for workers in (1, 2, 3):
         out = FastDescriber(compact, workers=workers)(x)
         assert (out - expected).abs().max() <= 1e-5
+    for part in (2, 17, 33):  # a call of a few patches: the same values as within the larger call
+        assert torch.equal(FastDescriber(compact, workers=2)(x[-part:]), shared[-part:])
+
+
+@functools.cache
+def _chunking_case() -> tuple[CompactNet, torch.Tensor]:
+    return CompactNet().eval(), torch.rand(70, 1, 64, 64, generator=torch.Generator().manual_seed(2)) * 255
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 70), size=st.integers(2, 80), workers=st.sampled_from([1, 2, 3]))
+def test_descriptors_do_not_depend_on_the_chunking(n, size, workers):
+    """chunk_bounds covers every patch once, in order, with no lone last chunk; so a call's descriptors equal
+    those of one forward pass over all of its patches, however it is cut (chunks of 2+) and shared among threads."""
+    from deepdesc.nn.fast import chunk_bounds
+
+    bounds = chunk_bounds(n, size)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(1 < stop - start <= size + 1 for start, stop in bounds)
+    model, x = _chunking_case()
+    cut = FastDescriber(model, batch_size=size, workers=workers)
+    assert torch.equal(cut(x[:n]), cut.forward(x[:n]))  # forward: one pass, no chunking
 
 
 @pytest.mark.skipif(not _bf16_ok(), reason="CPU without native bfloat16")

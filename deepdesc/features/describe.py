@@ -18,7 +18,7 @@ import torch
 
 from ..hub.registry import load_model
 from ..nn.base import PATCH_SIZE, DescriptorNet
-from ..nn.fast import fast_describer
+from ..nn.fast import chunk_bounds, fast_describer
 
 __all__ = ["describe", "as_patch_tensor"]
 
@@ -101,9 +101,8 @@ def _run(
     out = torch.empty(x.shape[0], model.descriptor_size, dtype=torch.float32, device=run_on)
     fast = fast_describer(model, precision)  # eval-mode inference; never modifies the model
     with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            batch = x[start : start + batch_size].to(run_on, non_blocking=True)
-            out[start : start + batch_size] = fast(batch)
+        for start, stop in chunk_bounds(x.shape[0], batch_size):  # no lone last patch: chunking-free values
+            out[start:stop] = fast(x[start:stop].to(run_on, non_blocking=True))
     if isinstance(patches, np.ndarray):
         return out.cpu().numpy()
     return out.to(patches.device)

@@ -68,6 +68,7 @@ __all__ = [
     "PreparedCompactNet",
     "PreparedNet",
     "PreparedTFeatNet",
+    "chunk_bounds",
     "default_batch_size",
     "fast_describer",
     "prepare_net",
@@ -107,6 +108,16 @@ def _cpu_has_bf16() -> bool:
         return True
 
 
+def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of ``size`` covering ``n`` patches, except that a last chunk of
+    one patch joins the one before: oneDNN computes a batch of one with other rounding (~1e-6), so without this
+    a patch's descriptor would depend on where the chunks fall. With it, it does not (for calls of 2+ patches)."""
+    bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def _conv_relu_fused(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: int
 ) -> torch.Tensor:
@@ -138,6 +149,8 @@ def _fused_conv_relu_available() -> bool:
 
 
 _WORKER = threading.local()
+#: The smallest chunk that FastDescriber cuts to share a call's patches among its workers.
+_MIN_SHARED_CHUNK = 16
 _POOLS: dict[int, tuple[int, concurrent.futures.ThreadPoolExecutor]] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -478,15 +491,15 @@ class FastDescriber:
         with torch.inference_mode():
             if n == 0:
                 return torch.empty(0, self.descriptor_size, device=self.device)
-            if n <= bs:
+            bounds = chunk_bounds(n, bs)
+            if len(bounds) == 1:
                 return self.forward(x)
             out = torch.empty(n, self.descriptor_size, dtype=torch.float32, device=self.device)
-        starts = range(0, n, bs)
         if not parallel:
-            for start in starts:
-                self._run_chunk(x, out, start, bs)
+            for start, stop in bounds:
+                self._run_chunk(x, out, start, stop)
             return out
-        futures = [_pool(workers).submit(self._run_chunk, x, out, start, bs) for start in starts]
+        futures = [_pool(workers).submit(self._run_chunk, x, out, start, stop) for start, stop in bounds]
         concurrent.futures.wait(futures)
         for future in futures:
             future.result()  # re-raise a worker's exception
@@ -494,14 +507,15 @@ class FastDescriber:
 
     def chunk_size(self, n: int, workers: int = 1) -> int:
         """Patches per forward pass for a call on ``n`` patches: ``batch_size`` if given, else
-        :func:`default_batch_size`, shrunk so that each of ``workers`` threads gets a chunk."""
+        :func:`default_batch_size`, shrunk so that each of ``workers`` threads gets a chunk, but not below
+        ``_MIN_SHARED_CHUNK`` patches."""
         if self.batch_size is not None:
             return self.batch_size
-        return max(1, min(self._default_chunk, -(-n // max(workers, 1))))
+        return min(self._default_chunk, max(_MIN_SHARED_CHUNK, -(-n // max(workers, 1))))
 
-    def _run_chunk(self, x: torch.Tensor, out: torch.Tensor, start: int, size: int) -> None:
+    def _run_chunk(self, x: torch.Tensor, out: torch.Tensor, start: int, stop: int) -> None:
         with torch.inference_mode():
-            out[start : start + size] = self.forward(x[start : start + size])
+            out[start:stop] = self.forward(x[start:stop])
 
     def __repr__(self) -> str:
         return (
