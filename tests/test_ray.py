@@ -260,3 +260,18 @@ def test_reconstruct_on_ray_writes_the_local_features_and_matches(cluster, tmp_p
     assert (tmp_path / "local" / "pairs.txt").read_text() == (tmp_path / "ray" / "pairs.txt").read_text()
     assert distributed.num_images == local.num_images == 3
     assert distributed.registered_images >= 2 and local.registered_images >= 2
+
+
+def test_a_worker_uses_its_cpu_share_for_torch_and_opencv():
+    """A Ray actor with one CPU runs the network and OpenCV (detection, patch warps) on one thread each."""
+    script = textwrap.dedent(
+        """
+        import cv2, torch
+        from deepdesc.engine.ray import UnitWorker
+        cv2.setNumThreads(4)
+        UnitWorker("describe", lambda *a: None, None, None, {}, threads=1)
+        print(cv2.getNumThreads(), torch.get_num_threads())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["1", "1"]

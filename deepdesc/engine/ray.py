@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import torch
 from tqdm.auto import tqdm
 
@@ -99,7 +100,8 @@ class UnitWorker:
         options: dict[str, Any],
         threads: int,
     ) -> None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # the actor's CPU share, for the network and OpenCV (detection, patches)
+        cv2.setNumThreads(threads)
         self.kind, self.local_main, self.conf, self.options = kind, local_main, conf, options
         self.capture = _Capture()
         logger.addHandler(self.capture)
