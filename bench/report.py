@@ -435,7 +435,8 @@ def table_speed(results: Path) -> str:
     if "ratio_bf16_over_sift" in b:
         rows.append(
             [
-                f'the same with `precision="bf16"` / SIFT (descriptors within {b["bf16_max_abs_difference"]:.1g})',
+                f'the same with `precision="bf16"` / SIFT (descriptors within {b["bf16_max_abs_difference"]:.1g}; '
+                + ("rounds of its own)" if "sift_bf16_rounds" in ms else "same rounds)"),
                 f"{ms['deepdesc_bf16']:.0f} ms, {b['ratio_bf16_over_sift']:.2f}x",
             ]
         )
