@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import copy
 import hashlib
@@ -9,7 +10,8 @@ import importlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "resolve_device",
     "sha256_file",
     "shared_dir",
+    "thread_pool",
 ]
 
 logger = logging.getLogger("deepdesc")  # the library logs here; it never prints
@@ -137,3 +140,20 @@ def optional_import(module: str, extra: str, purpose: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(f"{purpose} needs the optional package '{module}': pip install 'deepdesc[{extra}]'") from None
+
+
+_POOLS: dict[tuple[str, int], tuple[int, concurrent.futures.ThreadPoolExecutor]] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def thread_pool(
+    name: str, workers: int, initializer: Callable[[], None] | None = None
+) -> concurrent.futures.ThreadPoolExecutor:
+    """The process-wide pool of ``workers`` threads named ``name`` (each thread runs ``initializer`` first), made
+    on first use and again in a forked child (whose copy of the parent's pool has no threads)."""
+    with _POOLS_LOCK:
+        pid, pool = _POOLS.get((name, workers), (None, None))
+        if pool is None or pid != os.getpid():
+            pool = concurrent.futures.ThreadPoolExecutor(workers, name, initializer=initializer)
+            _POOLS[(name, workers)] = (os.getpid(), pool)
+        return pool

@@ -26,10 +26,7 @@ space instead. There is no aliasing however large the region is.
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
-import os
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..utils import thread_pool
 from .image import load_image
 from .keypoints import to_keypoint_array
 
@@ -310,19 +308,5 @@ def _run_tasks(fn: Callable[[Any], None], tasks: list[Any]) -> None:
         for task in tasks:
             fn(task)
         return
-    for future in [_thread_pool(workers).submit(fn, task) for task in tasks]:
+    for future in [thread_pool("deepdesc-patches", workers).submit(fn, task) for task in tasks]:
         future.result()
-
-
-_POOLS: dict[int, tuple[int, concurrent.futures.ThreadPoolExecutor]] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _thread_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    """A process-wide pool of ``workers`` threads, made on first use (and again in a forked child)."""
-    with _POOLS_LOCK:
-        pid, pool = _POOLS.get(workers, (None, None))
-        if pool is None or pid != os.getpid():
-            pool = concurrent.futures.ThreadPoolExecutor(workers, "deepdesc-patches")
-            _POOLS[workers] = (os.getpid(), pool)
-        return pool

@@ -129,7 +129,7 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> Iterator[h5py.File]:
 
     Modes ``"a"`` and ``"r+"`` write through a rollback journal (:mod:`deepdesc.io.journal`): a process killed
     while the file is open leaves it as it was before, and the next open (any mode) rolls such a file back.
-    ``"w"`` is for new files (pair it with :func:`~deepdesc.atomic.atomic_path`).
+    ``"w"`` is for new files (pair it with :func:`~deepdesc.utils.atomic_path`).
     """
     access = "read" if mode == "r" else "write"
     in_use = FileInUseError(

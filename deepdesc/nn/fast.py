@@ -42,13 +42,13 @@ layer's weights permuted to match; ``bf16``/``fp16`` as for the compact net). Th
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import threading
 import weakref
 
 import torch
 import torch.nn.functional as F
 
+from ..utils import thread_pool
 from .base import PATCH_SIZE, DescriptorNet
 from .cnn3 import DeepDescNet
 from .compact import POOLED_SIZE, CompactNet
@@ -151,8 +151,6 @@ def _fused_conv_relu_available() -> bool:
 _WORKER = threading.local()
 #: The smallest chunk that FastDescriber cuts to share a call's patches among its workers.
 _MIN_SHARED_CHUNK = 16
-_POOLS: dict[int, tuple[int, concurrent.futures.ThreadPoolExecutor]] = {}
-_POOLS_LOCK = threading.Lock()
 
 
 def _init_worker() -> None:
@@ -161,13 +159,8 @@ def _init_worker() -> None:
 
 
 def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    """A process-wide pool of ``workers`` threads with one intra-op thread each (new after a fork)."""
-    with _POOLS_LOCK:
-        pid, pool = _POOLS.get(workers, (None, None))
-        if pool is None or pid != os.getpid():
-            pool = concurrent.futures.ThreadPoolExecutor(workers, "deepdesc-fast", initializer=_init_worker)
-            _POOLS[workers] = (os.getpid(), pool)
-        return pool
+    """The process-wide pool of ``workers`` threads with one intra-op thread each."""
+    return thread_pool("deepdesc-fast", workers, _init_worker)
 
 
 class PreparedNet(torch.nn.Module):
@@ -336,11 +329,12 @@ class PreparedCompactNet(_UniformPrecisionNet):
         last = len(self.geometry) - 1
         for i, (stride, padding) in enumerate(self.geometry):
             weight, bias = getattr(self, f"weight{i}"), getattr(self, f"bias{i}")
-            if i != last and self.fused:
+            if i == last:
+                x = F.conv2d(x, weight, bias, stride, padding)
+            elif self.fused:
                 x = self._conv_relu(x, weight, bias, stride, padding)
-                continue
-            x = F.conv2d(x, weight, bias, stride, padding)
-            if i != last:
+            else:
+                x = F.conv2d(x, weight, bias, stride, padding)
                 x = x.relu_() if self.inplace else F.relu(x)
         x = x.flatten(1).float()
         if self.conf["l2_normalize"]:
